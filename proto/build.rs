@@ -1,0 +1,21 @@
+//! Compiles the .proto files with protox (pure Rust), so no system `protoc` is needed, and
+//! keeps the file descriptor set for gRPC server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> anyhow::Result<()> {
+    let protos = ["taskmesh/tasks/v1/tasks.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["."])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("taskmesh_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure()
+        .compile_well_known_types(false)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The `taskmesh.tasks.v1.TaskService` gRPC handlers.
+
+mod auth;
+mod convert;
+mod page_token;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use taskmesh_proto::tasks::v1 as pb;
+use taskmesh_shared::error::ApiError;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, Change, ListQuery};
+use crate::store::TaskStore;
+
+pub use auth::Authenticate;
+pub use page_token::PageTokens;
+
+/// The handlers hold only their injected dependencies.
+#[derive(Clone)]
+pub struct TaskApi {
+    store: Arc<dyn TaskStore>,
+    page_tokens: PageTokens,
+}
+
+impl TaskApi {
+    pub fn new(store: Arc<dyn TaskStore>, page_tokens: PageTokens) -> Self {
+        Self { store, page_tokens }
+    }
+
+    async fn change(
+        &self,
+        request: Request<(String, Option<i64>)>,
+        change: impl FnOnce() -> Change,
+    ) -> Result<Response<pb::Task>, Status> {
+        let user = auth::caller(&request)?;
+        tracing::Span::current().record("user", user.as_str());
+        let (id, expected) = request.into_inner();
+        let (id, expected) = convert::target(&id, expected)?;
+        tracing::Span::current().record("task_id", tracing::field::display(id));
+        let task = self
+            .store
+            .modify(user.as_str(), id, expected, change(), Utc::now())
+            .await?;
+        Ok(Response::new(convert::task_to_proto(task)))
+    }
+}
+
+fn remap<T, U>(request: Request<T>, f: impl FnOnce(T) -> U) -> Request<U> {
+    let (metadata, extensions, message) = request.into_parts();
+    Request::from_parts(metadata, extensions, f(message))
+}
+
+#[tonic::async_trait]
+impl pb::task_service_server::TaskService for TaskApi {
+    #[tracing::instrument(name = "CreateTask", skip_all, fields(user, task_id))]
+    async fn create_task(
+        &self,
+        request: Request<pb::CreateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let user = auth::caller(&request)?;
+        tracing::Span::current().record("user", user.as_str());
+        let new = convert::new_task(request.into_inner())?;
+        let task = self.store.create(user.as_str(), new, Utc::now()).await?;
+        tracing::Span::current().record("task_id", tracing::field::display(task.id));
+        Ok(Response::new(convert::task_to_proto(task)))
+    }
+
+    #[tracing::instrument(name = "GetTask", skip_all, fields(user, task_id))]
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let user = auth::caller(&request)?;
+        tracing::Span::current().record("user", user.as_str());
+        let (id, _) = convert::target(&request.get_ref().id, None)?;
+        tracing::Span::current().record("task_id", tracing::field::display(id));
+        let task = self
+            .store
+            .get(user.as_str(), id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("task {id}")))?;
+        Ok(Response::new(convert::task_to_proto(task)))
+    }
+
+    #[tracing::instrument(name = "ListTasks", skip_all, fields(user))]
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let user = auth::caller(&request)?;
+        tracing::Span::current().record("user", user.as_str());
+        let req = request.into_inner();
+        let (filter, page_size) = convert::filter(&req)?;
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                self.page_tokens
+                    .decode(&req.page_token, user.as_str(), &filter)
+                    .map_err(|err| ApiError::invalid("page_token", err.to_string()))?,
+            )
+        };
+        let query = ListQuery {
+            filter,
+            page_size,
+            after,
+        };
+        let mut tasks = self.store.list(user.as_str(), &query).await?;
+        let page_len = usize::try_from(page_size).unwrap_or(usize::MAX);
+        let next_page_token = if tasks.len() > page_len {
+            tasks.truncate(page_len);
+            tasks.last().map(|last| {
+                let cursor = domain::Cursor {
+                    key: domain::sort_key(last, query.filter.order_by),
+                    id: last.id,
+                };
+                self.page_tokens
+                    .encode(user.as_str(), &query.filter, cursor)
+            })
+        } else {
+            None
+        };
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.into_iter().map(convert::task_to_proto).collect(),
+            next_page_token: next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(name = "UpdateTask", skip_all, fields(user, task_id))]
+    async fn update_task(
+        &self,
+        request: Request<pb::UpdateTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let user = auth::caller(&request)?;
+        tracing::Span::current().record("user", user.as_str());
+        let (id, expected, patch) = convert::patch(request.into_inner())?;
+        tracing::Span::current().record("task_id", tracing::field::display(id));
+        let task = self
+            .store
+            .modify(
+                user.as_str(),
+                id,
+                expected,
+                Change::Update(patch),
+                Utc::now(),
+            )
+            .await?;
+        Ok(Response::new(convert::task_to_proto(task)))
+    }
+
+    #[tracing::instrument(name = "CompleteTask", skip_all, fields(user, task_id))]
+    async fn complete_task(
+        &self,
+        request: Request<pb::CompleteTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let request = remap(request, |r| (r.id, r.expected_version));
+        self.change(request, || Change::Complete).await
+    }
+
+    #[tracing::instrument(name = "ReopenTask", skip_all, fields(user, task_id))]
+    async fn reopen_task(
+        &self,
+        request: Request<pb::ReopenTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let request = remap(request, |r| (r.id, r.expected_version));
+        self.change(request, || Change::Reopen).await
+    }
+
+    #[tracing::instrument(name = "DeleteTask", skip_all, fields(user, task_id))]
+    async fn delete_task(
+        &self,
+        request: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
+        let user = auth::caller(&request)?;
+        tracing::Span::current().record("user", user.as_str());
+        let req = request.into_inner();
+        let (id, expected) = convert::target(&req.id, req.expected_version)?;
+        tracing::Span::current().record("task_id", tracing::field::display(id));
+        self.store.delete(user.as_str(), id, expected).await?;
+        Ok(Response::new(pb::DeleteTaskResponse {}))
+    }
+}

@@ -1,0 +1,11 @@
+//! task-service: the Taskmesh task API.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod store;
+
+pub use app::{Application, StartError};
+pub use config::Config;

@@ -1,0 +1,108 @@
+//! Persistence: the `TaskStore` port and its sea-orm adapter (SQLite or PostgreSQL).
+
+mod entity;
+pub mod migration;
+mod sea;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectOptions, DatabaseConnection, DbErr};
+use sea_orm_migration::MigratorTrait;
+use taskmesh_shared::error::ApiError;
+use uuid::Uuid;
+
+use crate::domain::{Change, ListQuery, NewTask, Task};
+
+pub use sea::SeaTaskStore;
+
+/// What the API needs from storage. Every method is scoped to one owner: another
+/// user's task is indistinguishable from a missing one.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Creates a task, or returns the one an earlier call with the same request id made.
+    async fn create(
+        &self,
+        owner: &str,
+        task: NewTask,
+        now: DateTime<Utc>,
+    ) -> Result<Task, ApiError>;
+    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Task>, ApiError>;
+    /// Up to `page_size + 1` tasks, so the caller can tell whether another page exists.
+    async fn list(&self, owner: &str, query: &ListQuery) -> Result<Vec<Task>, ApiError>;
+    /// Applies `change` if the task is at `expected_version` (when given).
+    async fn modify(
+        &self,
+        owner: &str,
+        id: Uuid,
+        expected_version: Option<i64>,
+        change: Change,
+        now: DateTime<Utc>,
+    ) -> Result<Task, ApiError>;
+    async fn delete(
+        &self,
+        owner: &str,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<(), ApiError>;
+}
+
+/// Connection pools. SQLite allows one writer at a time, so writes go through a pool of
+/// one connection (no `SQLITE_BUSY` under load) while reads share the WAL concurrently;
+/// on PostgreSQL both are the same pool.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub reader: DatabaseConnection,
+    pub writer: DatabaseConnection,
+}
+
+impl Database {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
+        if is_sqlite(url) {
+            let writer = sea_orm::Database::connect(sqlite_options(url, 1)).await?;
+            let reader = sea_orm::Database::connect(sqlite_options(url, max_connections)).await?;
+            Ok(Self { reader, writer })
+        } else {
+            let mut options = ConnectOptions::new(url);
+            options
+                .max_connections(max_connections)
+                .min_connections(1)
+                .sqlx_logging(false);
+            let pool = sea_orm::Database::connect(options).await?;
+            Ok(Self {
+                reader: pool.clone(),
+                writer: pool,
+            })
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        migration::Migrator::up(&self.writer, None).await
+    }
+
+    pub async fn close(self) {
+        let _ = self.reader.close().await;
+        let _ = self.writer.close().await;
+    }
+}
+
+pub fn is_sqlite(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+fn sqlite_options(url: &str, max_connections: u32) -> ConnectOptions {
+    use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(max_connections)
+        .min_connections(1)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL is durable across application crashes; only a power
+                // loss may drop the last commits.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(std::time::Duration::from_secs(10))
+        });
+    options
+}

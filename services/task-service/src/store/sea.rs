@@ -1,0 +1,324 @@
+//! The sea-orm adapter of `TaskStore`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, DbErr, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
+    SqlErr, TransactionTrait,
+};
+use taskmesh_shared::error::ApiError;
+use uuid::Uuid;
+
+use super::entity::{ActiveModel, Column, Entity, Model};
+use super::{Database, TaskStore};
+use crate::domain::{Change, ListQuery, NewTask, OrderBy, Priority, StatusFilter, Task};
+
+#[derive(Debug, Clone)]
+pub struct SeaTaskStore {
+    db: Database,
+}
+
+impl SeaTaskStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    async fn find_by_request_id(
+        &self,
+        owner: &str,
+        request_id: &str,
+    ) -> Result<Option<Task>, ApiError> {
+        Entity::find()
+            .filter(Column::OwnerId.eq(owner))
+            .filter(Column::RequestId.eq(request_id))
+            .one(&self.db.reader)
+            .await
+            .map_err(db_error)?
+            .map(to_task)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl TaskStore for SeaTaskStore {
+    async fn create(
+        &self,
+        owner: &str,
+        new: NewTask,
+        now: DateTime<Utc>,
+    ) -> Result<Task, ApiError> {
+        let request_id = new.request_id.clone();
+        if let Some(request_id) = &request_id
+            && let Some(existing) = self.find_by_request_id(owner, request_id).await?
+        {
+            return Ok(existing);
+        }
+        let task = new.into_task(owner.to_owned(), now);
+        let mut row = to_active(&task)?;
+        row.id = Set(task.id.to_string());
+        row.owner_id = Set(task.owner_id.clone());
+        row.created_at = Set(micros(task.created_at));
+        row.request_id = Set(request_id.clone());
+
+        let txn = self.db.writer.begin().await.map_err(db_error)?;
+        match Entity::insert(row).exec_without_returning(&txn).await {
+            Ok(_) => {
+                txn.commit().await.map_err(db_error)?;
+                Ok(task)
+            }
+            // A concurrent retry with the same request id won the race: answer with its task.
+            Err(err) if is_unique_violation(&err) && request_id.is_some() => {
+                drop(txn);
+                let request_id = request_id.unwrap_or_default();
+                self.find_by_request_id(owner, &request_id)
+                    .await?
+                    .ok_or_else(|| ApiError::internal(err))
+            }
+            Err(err) => Err(db_error(err)),
+        }
+    }
+
+    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Task>, ApiError> {
+        Entity::find_by_id(id.to_string())
+            .filter(Column::OwnerId.eq(owner))
+            .one(&self.db.reader)
+            .await
+            .map_err(db_error)?
+            .map(to_task)
+            .transpose()
+    }
+
+    async fn list(&self, owner: &str, query: &ListQuery) -> Result<Vec<Task>, ApiError> {
+        let filter = &query.filter;
+        let mut select = Entity::find().filter(Column::OwnerId.eq(owner));
+        select = match filter.status {
+            StatusFilter::Open => select.filter(Column::CompletedAt.is_null()),
+            StatusFilter::Completed => select.filter(Column::CompletedAt.is_not_null()),
+            StatusFilter::All => select,
+        };
+        if let Some(priority) = filter.priority {
+            select = select.filter(Column::Priority.eq(priority.as_i16()));
+        }
+        if let Some(tag) = &filter.tag {
+            // Tags are stored as a JSON array; match the element with its quotes.
+            let quoted = serde_json::to_string(tag).map_err(ApiError::internal)?;
+            let pattern = LikeExpr::new(format!("%{}%", escape_like(&quoted))).escape('\\');
+            select = select.filter(Expr::col((Entity, Column::Tags)).like(pattern));
+        }
+        if let Some(before) = filter.due_before {
+            select = select.filter(Column::DueAt.lt(micros(before)));
+        }
+        if let Some(after) = filter.due_after {
+            select = select.filter(Column::DueAt.gte(micros(after)));
+        }
+        if let Some(needle) = &filter.title_contains {
+            let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
+            select = select.filter(
+                Func::lower(Expr::col((Entity, Column::Title)))
+                    .like(LikeExpr::new(pattern).escape('\\')),
+            );
+        }
+
+        // Keyset paging on (sort key, id): stable while rows are inserted, unlike OFFSET.
+        let key_descending = (filter.order_by == OrderBy::Priority) != filter.descending;
+        let id_descending = filter.descending;
+        if let Some(after) = query.after {
+            let key = sort_key_expr(filter.order_by);
+            let id = after.id.to_string();
+            let key_after = if key_descending {
+                key.clone().lt(after.key)
+            } else {
+                key.clone().gt(after.key)
+            };
+            let id_after = if id_descending {
+                Column::Id.lt(id)
+            } else {
+                Column::Id.gt(id)
+            };
+            select = select.filter(
+                Condition::any()
+                    .add(key_after)
+                    .add(Condition::all().add(key.eq(after.key)).add(id_after)),
+            );
+        }
+        let direction = |descending| if descending { Order::Desc } else { Order::Asc };
+        select
+            .order_by(sort_key_expr(filter.order_by), direction(key_descending))
+            .order_by(Column::Id, direction(id_descending))
+            .limit(u64::from(query.page_size) + 1)
+            .all(&self.db.reader)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_task)
+            .collect()
+    }
+
+    async fn modify(
+        &self,
+        owner: &str,
+        id: Uuid,
+        expected_version: Option<i64>,
+        change: Change,
+        now: DateTime<Utc>,
+    ) -> Result<Task, ApiError> {
+        let txn = self.db.writer.begin().await.map_err(db_error)?;
+        let row = Entity::find_by_id(id.to_string())
+            .filter(Column::OwnerId.eq(owner))
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found(id))?;
+        let mut task = to_task(row)?;
+        check_version(id, expected_version, task.version)?;
+        let read_version = task.version;
+        if !task.apply(change, now)? {
+            return Ok(task);
+        }
+        // The version guard turns a concurrent writer's commit into ABORTED for us,
+        // without holding a lock between the read and the write.
+        let updated = Entity::update_many()
+            .set(to_active(&task)?)
+            .filter(Column::Id.eq(id.to_string()))
+            .filter(Column::OwnerId.eq(owner))
+            .filter(Column::Version.eq(read_version))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Err(ApiError::Aborted(format!(
+                "task {id} was changed concurrently; read it again and retry"
+            )));
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(task)
+    }
+
+    async fn delete(
+        &self,
+        owner: &str,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<(), ApiError> {
+        let mut delete = Entity::delete_many()
+            .filter(Column::Id.eq(id.to_string()))
+            .filter(Column::OwnerId.eq(owner));
+        if let Some(version) = expected_version {
+            delete = delete.filter(Column::Version.eq(version));
+        }
+        let deleted = delete.exec(&self.db.writer).await.map_err(db_error)?;
+        if deleted.rows_affected > 0 {
+            return Ok(());
+        }
+        match self.get(owner, id).await? {
+            Some(task) => check_version(id, expected_version, task.version),
+            None => Err(not_found(id)),
+        }
+    }
+}
+
+fn sort_key_expr(order: OrderBy) -> Expr {
+    match order {
+        OrderBy::CreateTime => Expr::col((Entity, Column::CreatedAt)),
+        OrderBy::Priority => Expr::col((Entity, Column::Priority)),
+        // Tasks without a due time sort after every dated task.
+        OrderBy::DueTime => {
+            Func::coalesce([Expr::col((Entity, Column::DueAt)), Expr::val(i64::MAX)]).into()
+        }
+    }
+}
+
+fn check_version(id: Uuid, expected: Option<i64>, actual: i64) -> Result<(), ApiError> {
+    match expected {
+        Some(expected) if expected != actual => Err(ApiError::Aborted(format!(
+            "task {id} is at version {actual}, not {expected}; read it again and retry"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("task {id}"))
+}
+
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+fn db_error(err: DbErr) -> ApiError {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::Unavailable(err.into()),
+        other => ApiError::internal(other),
+    }
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| ApiError::internal(format!("stored time {micros} is out of range")))
+}
+
+/// The columns a change may write (everything but the identity and creation fields).
+fn to_active(task: &Task) -> Result<ActiveModel, ApiError> {
+    Ok(ActiveModel {
+        id: NotSet,
+        owner_id: NotSet,
+        title: Set(task.title.clone()),
+        description: Set(task.description.clone()),
+        priority: Set(task.priority.as_i16()),
+        tags: Set(serde_json::to_string(&task.tags).map_err(ApiError::internal)?),
+        due_at: Set(task.due_at.map(micros)),
+        time_zone: Set(task.time_zone.clone()),
+        recurrence: Set(task.recurrence.clone()),
+        completed_at: Set(task.completed_at.map(micros)),
+        created_at: NotSet,
+        updated_at: Set(micros(task.updated_at)),
+        version: Set(task.version),
+        request_id: NotSet,
+    })
+}
+
+fn to_task(row: Model) -> Result<Task, ApiError> {
+    let corrupt = |what: &str| ApiError::internal(format!("task {}: corrupt {what}", row.id));
+    Ok(Task {
+        id: Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?,
+        priority: Priority::from_i16(row.priority).ok_or_else(|| corrupt("priority"))?,
+        tags: serde_json::from_str(&row.tags).map_err(|_| corrupt("tags"))?,
+        due_at: row.due_at.map(time).transpose()?,
+        completed_at: row.completed_at.map(time).transpose()?,
+        created_at: time(row.created_at)?,
+        updated_at: time(row.updated_at)?,
+        owner_id: row.owner_id,
+        title: row.title,
+        description: row.description,
+        time_zone: row.time_zone,
+        recurrence: row.recurrence,
+        version: row.version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
+    }
+}

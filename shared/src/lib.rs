@@ -1,0 +1,11 @@
+//! Pieces every Taskmesh service shares: typed configuration from the environment,
+//! telemetry, bearer-token auth, the error type that maps to `tonic::Status`, shutdown
+//! signals and the recurrence-rule grammar.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod recurrence;
+pub mod shutdown;
+pub mod telemetry;
