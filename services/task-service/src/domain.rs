@@ -14,6 +14,13 @@ pub const TITLE_FILTER_MAX_CHARS: usize = 200;
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
 pub const PAGE_SIZE_MAX: u32 = 500;
 
+/// The current time at the precision tasks are stored with (microseconds), so that what a
+/// write returns equals what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
     Low = 1,

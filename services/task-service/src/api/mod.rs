@@ -6,7 +6,6 @@ mod page_token;
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use taskmesh_proto::tasks::v1 as pb;
 use taskmesh_shared::error::ApiError;
 use tonic::{Request, Response, Status};
@@ -41,7 +40,7 @@ impl TaskApi {
         tracing::Span::current().record("task_id", tracing::field::display(id));
         let task = self
             .store
-            .modify(user.as_str(), id, expected, change(), Utc::now())
+            .modify(user.as_str(), id, expected, change(), domain::now())
             .await?;
         Ok(Response::new(convert::task_to_proto(task)))
     }
@@ -62,7 +61,7 @@ impl pb::task_service_server::TaskService for TaskApi {
         let user = auth::caller(&request)?;
         tracing::Span::current().record("user", user.as_str());
         let new = convert::new_task(request.into_inner())?;
-        let task = self.store.create(user.as_str(), new, Utc::now()).await?;
+        let task = self.store.create(user.as_str(), new, domain::now()).await?;
         tracing::Span::current().record("task_id", tracing::field::display(task.id));
         Ok(Response::new(convert::task_to_proto(task)))
     }
@@ -144,7 +143,7 @@ impl pb::task_service_server::TaskService for TaskApi {
                 id,
                 expected,
                 Change::Update(patch),
-                Utc::now(),
+                domain::now(),
             )
             .await?;
         Ok(Response::new(convert::task_to_proto(task)))

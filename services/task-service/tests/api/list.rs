@@ -1,0 +1,355 @@
+use std::collections::HashSet;
+
+use taskmesh_proto::tasks::v1::*;
+use tonic::Code;
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+on_both_backends!(
+    filters_and_orders,
+    paging_is_stable_under_inserts,
+    page_tokens_are_tamper_proof
+);
+
+async fn filters_and_orders(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut alice = app.client("alice").await;
+    let specs = [
+        (
+            "Buy milk",
+            Priority::Low,
+            vec!["home"],
+            Some("2030-01-03T00:00:00Z"),
+        ),
+        (
+            "Write report",
+            Priority::High,
+            vec!["work"],
+            Some("2030-01-01T00:00:00Z"),
+        ),
+        ("Call mom", Priority::Medium, vec!["home", "family"], None),
+        (
+            "Fix bug 50%_off",
+            Priority::Urgent,
+            vec!["work"],
+            Some("2030-01-02T00:00:00Z"),
+        ),
+    ];
+    for (title, priority, tags, due) in specs {
+        let task = create(
+            &mut alice,
+            CreateTaskRequest {
+                title: title.into(),
+                priority: priority as i32,
+                tags: tags.into_iter().map(Into::into).collect(),
+                due_time: due.and_then(ts),
+                ..Default::default()
+            },
+        )
+        .await;
+        if title.starts_with("Fix") {
+            alice
+                .complete_task(CompleteTaskRequest {
+                    id: task.id,
+                    expected_version: None,
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let query = |req: ListTasksRequest| {
+        let mut client = alice.clone();
+        async move {
+            let tasks = list_all(&mut client, req).await;
+            tasks.into_iter().map(|t| t.title).collect::<Vec<_>>()
+        }
+    };
+    let all = ListTasksRequest::default();
+    assert_eq!(
+        query(all.clone()).await,
+        ["Buy milk", "Write report", "Call mom", "Fix bug 50%_off"]
+    );
+    let status = |s: StatusFilter| ListTasksRequest {
+        status: s as i32,
+        ..Default::default()
+    };
+    assert_eq!(
+        query(status(StatusFilter::Open)).await,
+        ["Buy milk", "Write report", "Call mom"]
+    );
+    assert_eq!(
+        query(status(StatusFilter::Completed)).await,
+        ["Fix bug 50%_off"]
+    );
+    assert_eq!(query(status(StatusFilter::All)).await.len(), 4);
+
+    let cases: Vec<(ListTasksRequest, Vec<&str>)> = vec![
+        (
+            ListTasksRequest {
+                priority: Priority::High as i32,
+                ..Default::default()
+            },
+            vec!["Write report"],
+        ),
+        (
+            ListTasksRequest {
+                tag: Some("home".into()),
+                ..Default::default()
+            },
+            vec!["Buy milk", "Call mom"],
+        ),
+        (
+            ListTasksRequest {
+                tag: Some(" WORK".into()),
+                ..Default::default()
+            },
+            vec!["Write report", "Fix bug 50%_off"],
+        ),
+        (
+            ListTasksRequest {
+                tag: Some("wor".into()),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            ListTasksRequest {
+                due_before: ts("2030-01-02T00:00:00Z"),
+                ..Default::default()
+            },
+            vec!["Write report"],
+        ),
+        (
+            ListTasksRequest {
+                due_after: ts("2030-01-02T00:00:00Z"),
+                ..Default::default()
+            },
+            vec!["Buy milk", "Fix bug 50%_off"],
+        ),
+        (
+            ListTasksRequest {
+                title_contains: Some("BUG 50%".into()),
+                ..Default::default()
+            },
+            vec!["Fix bug 50%_off"],
+        ),
+        (
+            ListTasksRequest {
+                title_contains: Some("_".into()),
+                ..Default::default()
+            },
+            vec!["Fix bug 50%_off"],
+        ),
+        (
+            ListTasksRequest {
+                title_contains: Some("m".into()),
+                status: StatusFilter::Open as i32,
+                tag: Some("home".into()),
+                ..Default::default()
+            },
+            vec!["Buy milk", "Call mom"],
+        ),
+    ];
+    for (req, expected) in cases {
+        assert_eq!(query(req.clone()).await, expected, "{req:?}");
+    }
+
+    let ordered = |order: OrderBy, descending: bool| ListTasksRequest {
+        order_by: order as i32,
+        descending,
+        page_size: 3,
+        ..Default::default()
+    };
+    let orders = [
+        (
+            OrderBy::CreateTime,
+            false,
+            ["Buy milk", "Write report", "Call mom", "Fix bug 50%_off"],
+        ),
+        (
+            OrderBy::CreateTime,
+            true,
+            ["Fix bug 50%_off", "Call mom", "Write report", "Buy milk"],
+        ),
+        (
+            OrderBy::DueTime,
+            false,
+            ["Write report", "Fix bug 50%_off", "Buy milk", "Call mom"],
+        ),
+        (
+            OrderBy::DueTime,
+            true,
+            ["Call mom", "Buy milk", "Fix bug 50%_off", "Write report"],
+        ),
+        (
+            OrderBy::Priority,
+            false,
+            ["Fix bug 50%_off", "Write report", "Call mom", "Buy milk"],
+        ),
+        (
+            OrderBy::Priority,
+            true,
+            ["Buy milk", "Call mom", "Write report", "Fix bug 50%_off"],
+        ),
+    ];
+    for (order, descending, expected) in orders {
+        assert_eq!(
+            query(ordered(order, descending)).await,
+            expected,
+            "{order:?} descending={descending}"
+        );
+    }
+
+    let mut bob = app.client("bob").await;
+    assert!(
+        list_all(&mut bob, ListTasksRequest::default())
+            .await
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+/// 1,000 tasks paged through while 200 more are inserted: no task is seen twice and
+/// every task that existed before the first page is seen.
+async fn paging_is_stable_under_inserts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.client("alice").await;
+    let priorities = [
+        Priority::Low,
+        Priority::Medium,
+        Priority::High,
+        Priority::Urgent,
+    ];
+    let mut existing = HashSet::new();
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
+        let creates = chunk.iter().map(|i| {
+            let mut c = client.clone();
+            let priority = priorities[i % priorities.len()];
+            async move {
+                create(
+                    &mut c,
+                    CreateTaskRequest {
+                        title: format!("task {i}"),
+                        priority: priority as i32,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .id
+            }
+        });
+        existing.extend(futures::future::join_all(creates).await);
+    }
+    assert_eq!(existing.len(), 1000);
+
+    for order in [OrderBy::CreateTime, OrderBy::Priority] {
+        let mut writer = client.clone();
+        let inserts = tokio::spawn(async move {
+            for i in 0..100 {
+                create(&mut writer, new_task(&format!("late {i}"))).await;
+            }
+        });
+        let mut reader = client.clone();
+        let mut req = ListTasksRequest {
+            order_by: order as i32,
+            page_size: 37,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let mut last_priority = i32::MAX;
+        loop {
+            let page = reader.list_tasks(req.clone()).await.unwrap().into_inner();
+            for task in &page.tasks {
+                if order == OrderBy::Priority {
+                    assert!(task.priority <= last_priority, "priority order broken");
+                    last_priority = task.priority;
+                }
+            }
+            seen.extend(page.tasks.into_iter().map(|t| t.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            req.page_token = page.next_page_token;
+            tokio::task::yield_now().await;
+        }
+        inserts.await.unwrap();
+        let unique: HashSet<_> = seen.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "{order:?}: a task was returned twice"
+        );
+        let missing = existing.difference(&unique).count();
+        assert_eq!(missing, 0, "{order:?}: {missing} tasks were skipped");
+    }
+    app.stop().await;
+}
+
+async fn page_tokens_are_tamper_proof(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut alice = app.client("alice").await;
+    for i in 0..3 {
+        create(&mut alice, new_task(&format!("t{i}"))).await;
+    }
+    let req = ListTasksRequest {
+        page_size: 1,
+        ..Default::default()
+    };
+    let token = alice
+        .list_tasks(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    assert!(!token.is_empty());
+
+    let mut tampered = token.clone().into_bytes();
+    tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+    let cases = [
+        String::from_utf8(tampered).unwrap(),
+        "not-a-token".into(),
+        format!("{token}AA"),
+    ];
+    for bad in cases {
+        let err = alice
+            .list_tasks(ListTasksRequest {
+                page_token: bad,
+                ..req.clone()
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&err, &["page_token"]);
+    }
+    // The same token with other filters, or from another user, is refused too.
+    let err = alice
+        .list_tasks(ListTasksRequest {
+            page_token: token.clone(),
+            descending: true,
+            ..req.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_invalid(&err, &["page_token"]);
+    let mut bob = app.client("bob").await;
+    let err = bob
+        .list_tasks(ListTasksRequest {
+            page_token: token.clone(),
+            ..req.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The page size may change between pages.
+    let rest = alice
+        .list_tasks(ListTasksRequest {
+            page_token: token,
+            page_size: 10,
+            ..req
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(titles(&rest.tasks), ["t1", "t2"]);
+    app.stop().await;
+}

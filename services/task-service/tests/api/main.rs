@@ -1,0 +1,10 @@
+//! API tests: a real tonic client against task-service on a random port, on SQLite and on
+//! PostgreSQL (a throwaway cluster unless `DATABASE_URL` names one).
+
+mod helpers;
+
+mod auth;
+mod concurrency;
+mod crud;
+mod list;
+mod validation;
