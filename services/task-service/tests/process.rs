@@ -1,0 +1,209 @@
+//! The real `task-service` binary: start-up checks and graceful shutdown on SIGTERM.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use taskmesh_integration::net::{free_port, wait_for_tcp};
+use taskmesh_integration::process::signal;
+use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
+use taskmesh_proto::tasks::v1::{CreateTaskRequest, GetTaskRequest};
+use tonic::Request;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+const SECRET: &str = "process-test-secret-0123456789";
+const BIN: &str = env!("CARGO_BIN_EXE_task-service");
+
+fn command(port: u16, db: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("APP_PORT", port.to_string())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", db.display()),
+        )
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    cmd
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(port: u16, db: &std::path::Path) -> Running {
+    let child = command(port, db)
+        .env("TASKMESH_JWT_SECRET", SECRET)
+        .env("TASKMESH_SHUTDOWN_GRACE_SECS", "10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn task-service");
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).expect("listening");
+    Running(child)
+}
+
+#[test]
+fn refuses_to_start_without_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(free_port().unwrap(), &dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TASKMESH_JWT_SECRET"), "{stderr}");
+}
+
+#[test]
+fn dev_mode_says_so_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let child = command(port, &dir.path().join("t.db"))
+        .env("TASKMESH_DEV_MODE", "true")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).unwrap();
+    signal(child.id(), "TERM").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEV MODE"), "{stderr}");
+}
+
+#[test]
+fn migrate_subcommand_migrates_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let out = command(free_port().unwrap(), &db)
+        .env("TASKMESH_JWT_SECRET", SECRET)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists());
+}
+
+/// Calls keep coming while SIGTERM arrives: health turns NOT_SERVING, the process exits
+/// cleanly, and every call that was answered OK is in the database afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_loses_no_answered_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let port = free_port().unwrap();
+    let mut server = start(port, &db);
+    let url = format!("http://127.0.0.1:{port}");
+    let token =
+        taskmesh_shared::auth::mint(SECRET.as_bytes(), "alice", Duration::from_secs(600)).unwrap();
+    let bearer = format!("Bearer {token}");
+
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "taskmesh.tasks.v1.TaskService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let answered = Arc::new(Mutex::new(HashSet::new()));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let answered = answered.clone();
+        let url = url.clone();
+        let bearer = bearer.clone();
+        workers.push(tokio::spawn(async move {
+            let Ok(mut client) = TaskServiceClient::connect(url).await else {
+                return;
+            };
+            for i in 0.. {
+                let mut req = Request::new(CreateTaskRequest {
+                    title: format!("w{w} #{i}"),
+                    ..Default::default()
+                });
+                req.metadata_mut()
+                    .insert("authorization", bearer.parse().unwrap());
+                match client.create_task(req).await {
+                    Ok(resp) => {
+                        answered.lock().unwrap().insert(resp.into_inner().id);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answered.lock().unwrap().len() < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(server.0.id(), "TERM").unwrap();
+    let stopping = Instant::now();
+
+    // The watch stream reports NOT_SERVING before the server goes away.
+    let mut saw_not_serving = false;
+    while let Ok(Some(update)) = watch.message().await {
+        if update.status() == ServingStatus::NotServing {
+            saw_not_serving = true;
+            break;
+        }
+    }
+    assert!(saw_not_serving, "health never turned NOT_SERVING");
+    drop(watch);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.0.wait();
+        drop(server);
+        status
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // Well inside the 10 s grace: the drain ends when the last call does.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+
+    let answered: Vec<String> = answered.lock().unwrap().iter().cloned().collect();
+    assert!(
+        answered.len() >= 200,
+        "only {} calls answered",
+        answered.len()
+    );
+    let port = free_port().unwrap();
+    let _restarted = start(port, &db);
+    let mut client = TaskServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    for id in answered {
+        let mut req = Request::new(GetTaskRequest { id: id.clone() });
+        req.metadata_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        client
+            .get_task(req)
+            .await
+            .unwrap_or_else(|e| panic!("task {id} answered OK but lost: {e:?}"));
+    }
+}
