@@ -1,1 +1,419 @@
-fn main() {}
+//! taskctl: the command-line client of the Taskmesh task API.
+#![forbid(unsafe_code)]
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use prost_types::Timestamp;
+use taskmesh_proto::tasks::v1::{self as pb, task_service_client::TaskServiceClient};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(version, about = "Manage your Taskmesh tasks from the terminal")]
+struct Cli {
+    /// task-service address.
+    #[arg(
+        long,
+        env = "TASKMESH_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+    /// Bearer token; defaults to the one `taskctl login` saved.
+    #[arg(long, env = "TASKMESH_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mint a token for USER with the development secret (local use) and save it.
+    Login {
+        #[arg(long)]
+        user: String,
+        /// Sign with this secret instead of the public development secret.
+        #[arg(long, env = "TASKMESH_JWT_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Token lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+    },
+    /// Create a task.
+    Add {
+        title: String,
+        #[command(flatten)]
+        fields: Fields,
+        /// Idempotency key: retrying with the same key never creates a second task.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// List tasks (open ones by default).
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Show one task.
+    Show { id: String },
+    /// Change some fields of a task.
+    Edit {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[command(flatten)]
+        fields: Fields,
+        /// Remove the due time.
+        #[arg(long, conflicts_with = "due")]
+        no_due: bool,
+        /// Replace the tags (comma-separated; empty removes all).
+        #[arg(long, value_name = "TAGS", conflicts_with = "tag")]
+        set_tags: Option<String>,
+        /// Only apply if the task is still at this version.
+        #[arg(long)]
+        if_version: Option<i64>,
+    },
+    /// Mark a task completed.
+    Done { id: String },
+    /// Mark a completed task open again.
+    Reopen { id: String },
+    /// Delete a task.
+    Rm { id: String },
+}
+
+#[derive(Args)]
+struct Fields {
+    #[arg(short, long)]
+    description: Option<String>,
+    #[arg(short, long, value_enum)]
+    priority: Option<PriorityArg>,
+    /// A tag (repeatable).
+    #[arg(short, long = "tag")]
+    tag: Vec<String>,
+    /// Due time: RFC 3339, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM` (UTC).
+    #[arg(long)]
+    due: Option<String>,
+    /// IANA time zone of the task, e.g. Europe/Paris.
+    #[arg(long)]
+    tz: Option<String>,
+    /// Recurrence rule, e.g. "FREQ=WEEKLY;BYDAY=MO" (empty removes it).
+    #[arg(long)]
+    every: Option<String>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[arg(long, value_enum, default_value = "open")]
+    status: StatusArg,
+    #[arg(short, long, value_enum)]
+    priority: Option<PriorityArg>,
+    #[arg(short, long)]
+    tag: Option<String>,
+    #[arg(long)]
+    due_before: Option<String>,
+    #[arg(long)]
+    due_after: Option<String>,
+    /// Text the title contains.
+    #[arg(short, long)]
+    search: Option<String>,
+    #[arg(long, value_enum, default_value = "created")]
+    order: OrderArg,
+    #[arg(long)]
+    desc: bool,
+    /// Page size.
+    #[arg(long, default_value_t = 50)]
+    limit: i32,
+    /// Follow every page.
+    #[arg(long)]
+    all: bool,
+    /// Start from this page token.
+    #[arg(long)]
+    page: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PriorityArg {
+    Low,
+    Medium,
+    High,
+    Urgent,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatusArg {
+    Open,
+    Completed,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OrderArg {
+    Created,
+    Due,
+    Priority,
+}
+
+impl From<PriorityArg> for pb::Priority {
+    fn from(p: PriorityArg) -> Self {
+        match p {
+            PriorityArg::Low => Self::Low,
+            PriorityArg::Medium => Self::Medium,
+            PriorityArg::High => Self::High,
+            PriorityArg::Urgent => Self::Urgent,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Client = TaskServiceClient<InterceptedService<Channel, Bearer>>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            match err.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("error: {}", output::describe_status(status)),
+                None => eprintln!("error: {err:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_path() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .context("neither XDG_CONFIG_HOME nor HOME is set")?;
+    Ok(base.join("taskmesh").join("token"))
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let token = match &cli.token {
+        Some(token) => token.clone(),
+        None => {
+            let path = token_path()?;
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "no token: run `taskctl login --user NAME` (looked in {})",
+                        path.display()
+                    )
+                })?
+        }
+    };
+    let header: MetadataValue<Ascii> = format!("Bearer {token}")
+        .parse()
+        .context("the token is not valid ASCII")?;
+    let channel = Channel::from_shared(cli.server.clone())
+        .context("--server is not a URL")?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach task-service at {}", cli.server))?;
+    Ok(TaskServiceClient::with_interceptor(channel, Bearer(header)))
+}
+
+fn parse_time(raw: &str) -> anyhow::Result<Timestamp> {
+    let time: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        t.with_timezone(&Utc)
+    } else if let Ok(t) = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M") {
+        t.and_utc()
+    } else if let Some(t) = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        t.and_utc()
+    } else {
+        bail!("{raw:?} is not a time (use RFC 3339, YYYY-MM-DD or \"YYYY-MM-DD HH:MM\")");
+    };
+    Ok(Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Login {
+        user,
+        secret,
+        hours,
+    } = &cli.command
+    {
+        let secret = secret
+            .clone()
+            .unwrap_or_else(|| taskmesh_shared::auth::DEV_SECRET.to_owned());
+        let token = taskmesh_shared::auth::mint(
+            secret.as_bytes(),
+            user,
+            Duration::from_secs(hours.saturating_mul(3600)),
+        )?;
+        let path = token_path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, &token)?;
+        println!(
+            "logged in as {user} for {hours} h (token saved to {})",
+            path.display()
+        );
+        return Ok(());
+    }
+    let mut client = connect(&cli).await?;
+    let json = cli.json;
+    match cli.command {
+        Cmd::Login { .. } => Ok(()),
+        Cmd::Add {
+            title,
+            fields,
+            request_id,
+        } => {
+            let req = pb::CreateTaskRequest {
+                title,
+                description: fields.description.unwrap_or_default(),
+                priority: fields.priority.map_or(0, |p| pb::Priority::from(p) as i32),
+                tags: fields.tag,
+                due_time: fields.due.as_deref().map(parse_time).transpose()?,
+                time_zone: fields.tz,
+                recurrence: fields.every,
+                request_id,
+            };
+            let task = client.create_task(req).await?.into_inner();
+            output::task(&task, json);
+            Ok(())
+        }
+        Cmd::List(args) => list(&mut client, args, json).await,
+        Cmd::Show { id } => {
+            let task = client
+                .get_task(pb::GetTaskRequest { id })
+                .await?
+                .into_inner();
+            output::task(&task, json);
+            Ok(())
+        }
+        Cmd::Edit {
+            id,
+            title,
+            fields,
+            no_due,
+            set_tags,
+            if_version,
+        } => {
+            let tags = match (set_tags, fields.tag.is_empty()) {
+                (Some(list), _) => Some(pb::TagList {
+                    tags: list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                }),
+                (None, false) => Some(pb::TagList { tags: fields.tag }),
+                (None, true) => None,
+            };
+            let req = pb::UpdateTaskRequest {
+                id,
+                expected_version: if_version,
+                title,
+                description: fields.description,
+                priority: fields.priority.map(|p| pb::Priority::from(p) as i32),
+                tags,
+                due_time: fields.due.as_deref().map(parse_time).transpose()?,
+                clear_due_time: no_due,
+                time_zone: fields.tz,
+                recurrence: fields.every,
+            };
+            let task = client.update_task(req).await?.into_inner();
+            output::task(&task, json);
+            Ok(())
+        }
+        Cmd::Done { id } => {
+            let req = pb::CompleteTaskRequest {
+                id,
+                expected_version: None,
+            };
+            let task = client.complete_task(req).await?.into_inner();
+            output::task(&task, json);
+            Ok(())
+        }
+        Cmd::Reopen { id } => {
+            let req = pb::ReopenTaskRequest {
+                id,
+                expected_version: None,
+            };
+            let task = client.reopen_task(req).await?.into_inner();
+            output::task(&task, json);
+            Ok(())
+        }
+        Cmd::Rm { id } => {
+            client
+                .delete_task(pb::DeleteTaskRequest {
+                    id: id.clone(),
+                    expected_version: None,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::json!({ "deleted": id }));
+            } else {
+                println!("deleted {id}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn list(client: &mut Client, args: ListArgs, json: bool) -> anyhow::Result<()> {
+    let mut req = pb::ListTasksRequest {
+        status: match args.status {
+            StatusArg::Open => pb::StatusFilter::Open,
+            StatusArg::Completed => pb::StatusFilter::Completed,
+            StatusArg::All => pb::StatusFilter::All,
+        } as i32,
+        priority: args.priority.map_or(0, |p| pb::Priority::from(p) as i32),
+        tag: args.tag,
+        due_before: args.due_before.as_deref().map(parse_time).transpose()?,
+        due_after: args.due_after.as_deref().map(parse_time).transpose()?,
+        title_contains: args.search,
+        order_by: match args.order {
+            OrderArg::Created => pb::OrderBy::CreateTime,
+            OrderArg::Due => pb::OrderBy::DueTime,
+            OrderArg::Priority => pb::OrderBy::Priority,
+        } as i32,
+        descending: args.desc,
+        page_size: args.limit,
+        page_token: args.page.unwrap_or_default(),
+    };
+    let mut tasks = Vec::new();
+    let next = loop {
+        let page = client.list_tasks(req.clone()).await?.into_inner();
+        tasks.extend(page.tasks);
+        if !args.all || page.next_page_token.is_empty() {
+            break page.next_page_token;
+        }
+        req.page_token = page.next_page_token;
+    };
+    output::tasks(&tasks, &next, json);
+    Ok(())
+}
