@@ -1,4 +1,6 @@
 //! taskctl against a real task-service in development mode.
+// Tests assert by panicking, helpers included.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::process::Command;

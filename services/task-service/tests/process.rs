@@ -1,4 +1,6 @@
 //! The real `task-service` binary: start-up checks and graceful shutdown on SIGTERM.
+// Tests assert by panicking, helpers included.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};

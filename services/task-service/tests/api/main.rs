@@ -1,5 +1,7 @@
 //! API tests: a real tonic client against task-service on a random port, on SQLite and on
 //! PostgreSQL (a throwaway cluster unless `DATABASE_URL` names one).
+// Tests assert by panicking, helpers included.
+#![allow(clippy::unwrap_used)]
 
 mod helpers;
 
