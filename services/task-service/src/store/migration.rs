@@ -39,8 +39,14 @@ enum Tasks {
 mod m20261124_000001_create_tasks {
     use super::*;
 
-    #[derive(DeriveMigrationName)]
     pub struct Migration;
+
+    // Spelled out: the derive would name it after the file, which every migration shares.
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261124_000001_create_tasks"
+        }
+    }
 
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
