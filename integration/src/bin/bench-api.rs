@@ -1,0 +1,321 @@
+//! `just bench-api`: drives CreateTask, GetTask and ListTasks (page of 50) against the
+//! release task-service on SQLite and on PostgreSQL, next to two ceilings measured in the
+//! same run: an empty unary call (grpc.health.v1 Check) with the same client, and the
+//! SQL of one CreateTask driven by pgbench. Prints throughput, p50, p99, ratios and RSS.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use taskmesh_integration::net::{free_port, wait_for_tcp};
+use taskmesh_integration::postgres::{self, Durability, PgCluster};
+use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
+use taskmesh_proto::tasks::v1::{CreateTaskRequest, GetTaskRequest, ListTasksRequest};
+use tonic::Request;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const SECRET: &str = "bench-secret-0123456789abcdef";
+
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `concurrency` workers in a loop for `secs`, each calling `op(worker, i)`.
+async fn drive<F, Fut>(concurrency: usize, secs: u64, op: F) -> anyhow::Result<Figures>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let op = op.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                op(w, i).await?;
+                latencies.push(start.elapsed().as_micros() as u64);
+                i += 1;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64) * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Ok(Figures {
+        rps: all.len() as f64 / secs as f64,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn service_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name("task-service");
+    anyhow::ensure!(
+        path.exists(),
+        "{} missing: cargo build --release -p task-service",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn authed<T>(w: usize, tokens: &[String], message: T) -> Request<T> {
+    let mut req = Request::new(message);
+    if let Ok(value) = format!("Bearer {}", tokens[w]).parse() {
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}
+
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn bench_backend(
+    name: &str,
+    database_url: &str,
+    secs: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let port = free_port()?;
+    let child = Command::new(service_binary()?)
+        .env("APP_PORT", port.to_string())
+        .env("DATABASE_URL", database_url)
+        .env("DATABASE_MAX_CONNECTIONS", "32")
+        .env("TASKMESH_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start task-service")?;
+    let service = Service(child);
+    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(30))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(Channel::from_shared(url.clone())?.connect().await?);
+    }
+    let channels = Arc::new(channels);
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..concurrency)
+            .map(|w| {
+                taskmesh_shared::auth::mint(
+                    SECRET.as_bytes(),
+                    &format!("user{w}"),
+                    Duration::from_secs(3600),
+                )
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    let ch = channels.clone();
+    let health = drive(concurrency, secs, move |w, _| {
+        let mut c = HealthClient::new(ch[w % ch.len()].clone());
+        async move {
+            c.check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let ids: Arc<Vec<std::sync::Mutex<Vec<String>>>> = Arc::new(
+        (0..concurrency)
+            .map(|_| std::sync::Mutex::new(Vec::new()))
+            .collect(),
+    );
+    let (ch, tk, idv) = (channels.clone(), tokens.clone(), ids.clone());
+    let create = drive(concurrency, secs, move |w, i| {
+        let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
+        let req = authed(
+            w,
+            &tk,
+            CreateTaskRequest {
+                title: format!("bench {i}"),
+                tags: vec!["bench".into()],
+                ..Default::default()
+            },
+        );
+        let idv = idv.clone();
+        async move {
+            let task = c.create_task(req).await?.into_inner();
+            if let Ok(mut v) = idv[w].lock() {
+                v.push(task.id);
+            }
+            Ok(())
+        }
+    })
+    .await?;
+
+    let (ch, tk, idv) = (channels.clone(), tokens.clone(), ids.clone());
+    let get = drive(concurrency, secs, move |w, i| {
+        let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
+        let id = idv[w]
+            .lock()
+            .ok()
+            .and_then(|v| v.get(i as usize % v.len().max(1)).cloned())
+            .unwrap_or_default();
+        let req = authed(w, &tk, GetTaskRequest { id });
+        async move {
+            c.get_task(req).await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let (ch, tk) = (channels.clone(), tokens.clone());
+    let list = drive(concurrency, secs, move |w, _| {
+        let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
+        let req = authed(
+            w,
+            &tk,
+            ListTasksRequest {
+                page_size: 50,
+                ..Default::default()
+            },
+        );
+        async move {
+            c.list_tasks(req).await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let rss = peak_rss_mb(service.0.id());
+    for (op, f) in [
+        ("Health/Check (a)", &health),
+        ("CreateTask", &create),
+        ("GetTask", &get),
+        ("ListTasks/50", &list),
+    ] {
+        println!(
+            "{name:<10} {op:<18} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:>5.2}x of (a)",
+            f.rps,
+            f.p50_ms,
+            f.p99_ms,
+            f.rps / health.rps
+        );
+    }
+    println!("{name:<10} task-service peak RSS {rss:.1} MB");
+    drop(service);
+    Ok(())
+}
+
+fn pgbench(
+    cluster: &PgCluster,
+    db_url: &str,
+    secs: u64,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let db = db_url.rsplit('/').next().unwrap_or("postgres");
+    let bin = postgres::bin_dir()?;
+    let script = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        script.path(),
+        "BEGIN;\nINSERT INTO tasks (id, owner_id, title, description, priority, tags, created_at, updated_at, version) \
+         VALUES (gen_random_uuid()::text, 'pgbench', 'bench', '', 2, '[\"bench\"]', 0, 0, 1);\nCOMMIT;\n",
+    )?;
+    let out = Command::new(bin.join("pgbench"))
+        .args([
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args([
+            "-c",
+            &concurrency.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
+        .arg(script.path())
+        .arg(db)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .with_context(|| {
+            format!(
+                "pgbench output: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let secs = env_u64("BENCH_SECS", 20);
+    let concurrency = env_u64("BENCH_CONCURRENCY", 32) as usize;
+    println!(
+        "bench-api: {secs} s per run, concurrency {concurrency}, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    bench_backend("sqlite", &sqlite, secs, concurrency).await?;
+
+    let cluster = PgCluster::start(Durability::Full)?;
+    let db = postgres::fresh_database(&cluster.admin_url()).await?;
+    bench_backend("postgres", &db, secs, concurrency).await?;
+    let tps = pgbench(&cluster, &db, secs, concurrency)?;
+    println!(
+        "postgres   pgbench CreateTask SQL (b) {tps:>9.0} tx/s (target: CreateTask >= 0.5x of (b), p99 <= 25 ms; GetTask >= 0.4x of (a), p99 <= 10 ms; RSS <= 64 MB)"
+    );
+    Ok(())
+}
