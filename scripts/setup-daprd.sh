@@ -4,7 +4,10 @@
 # a fresh build. The cache is keyed by version and build tags so warm runs take no time.
 set -euo pipefail
 
-DAPR_VERSION="${DAPR_VERSION:-v1.18.3}"
+# v1.18.1, not v1.18.3: v1.18.2 and later need github.com/dapr/durabletask-go v0.12.2+ and
+# a pulsar-client-go fork that the Go module proxy refuses ("403: This module version is
+# not available"); v1.18.1 resolves completely. The dapr crate 0.20 targets 1.18.x.
+DAPR_VERSION="${DAPR_VERSION:-v1.18.1}"
 DAPR_TAGS="${DAPR_TAGS:-stablecomponents}"
 CACHE="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}"
 BIN="$CACHE/dapr-$DAPR_VERSION-$DAPR_TAGS/bin"

@@ -6,6 +6,9 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
+pub mod metrics;
 pub mod recurrence;
 pub mod shutdown;
+pub mod sidecar;
 pub mod telemetry;

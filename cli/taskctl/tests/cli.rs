@@ -49,6 +49,8 @@ async fn login_add_list_edit_done_reopen_rm() {
             format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
         ),
         ("TASKMESH_DEV_MODE", "true".to_owned()),
+        ("METRICS_PORT", "0".to_owned()),
+        ("DAPR_GRPC_PORT", "1".to_owned()),
     ]);
     let env: HashMap<String, String> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let app = Application::build(Config::from_env(&env).unwrap())

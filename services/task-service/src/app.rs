@@ -6,17 +6,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use prometheus_client::registry::Registry;
+use secrecy::{ExposeSecret, SecretString};
 use taskmesh_proto::tasks::v1::task_service_server::TaskServiceServer;
 use taskmesh_shared::auth::TokenVerifier;
+use taskmesh_shared::config::ConfigError;
+use taskmesh_shared::metrics::MetricsServer;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{Authenticate, PageTokens, TaskApi};
 use crate::config::Config;
-use crate::store::{Database, SeaTaskStore};
+use crate::outbox::{
+    DaprPublisher, OutboxMetrics, OutboxSettings, PgAdvisoryLock, Relay, SeaOutbox, SingleProcess,
+    spawn_pg_wakeups,
+};
+use crate::store::{Database, SeaTaskStore, is_sqlite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -32,6 +40,8 @@ pub enum StartError {
     },
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 pub struct Application {
@@ -41,6 +51,20 @@ pub struct Application {
     api: TaskApi,
     verifier: TokenVerifier,
     shutdown_grace: Duration,
+    metrics: MetricsServer,
+    metrics_addr: SocketAddr,
+    outbox: OutboxParts,
+}
+
+/// What the outbox relay needs; it starts with the server.
+struct OutboxParts {
+    store: SeaOutbox,
+    publisher: DaprPublisher,
+    wake: Arc<Notify>,
+    settings: OutboxSettings,
+    metrics: OutboxMetrics,
+    /// Set on PostgreSQL, where replicas elect the publisher and wake it with NOTIFY.
+    postgres_url: Option<SecretString>,
 }
 
 const SERVICE_NAME: &str = "taskmesh.tasks.v1.TaskService";
@@ -73,8 +97,38 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        let bind_error = |addr| move |source| StartError::Bind { addr, source };
+        let mut registry = Registry::default();
+        let outbox_metrics = OutboxMetrics::register(&mut registry);
+        let metrics = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
+            .await
+            .map_err(bind_error(config.metrics_listen))?;
+        let metrics_addr = metrics
+            .local_addr()
+            .map_err(bind_error(config.metrics_listen))?;
+
+        let wake = Arc::new(Notify::new());
+        let outbox = OutboxParts {
+            store: SeaOutbox::new(db.writer.clone()),
+            publisher: DaprPublisher::new(
+                config.sidecar.connect_lazy()?,
+                config.sidecar.pubsub.clone(),
+                config.events_topic.clone(),
+            ),
+            wake: wake.clone(),
+            settings: config.outbox.clone(),
+            metrics: outbox_metrics,
+            postgres_url: (!is_sqlite(config.database_url.expose_secret()))
+                .then(|| config.database_url.clone()),
+        };
+        tracing::info!(
+            sidecar = %config.sidecar.endpoint,
+            pubsub = %config.sidecar.pubsub,
+            topic = %config.events_topic,
+            "task events go through the Dapr sidecar"
+        );
         let secret = config.jwt_secret.expose_secret().as_bytes();
-        let store = Arc::new(SeaTaskStore::new(db.clone()));
+        let store = Arc::new(SeaTaskStore::new(db.clone(), wake));
         Ok(Self {
             listener,
             addr,
@@ -82,12 +136,20 @@ impl Application {
             api: TaskApi::new(store, PageTokens::new(secret)),
             verifier: TokenVerifier::new(secret),
             shutdown_grace: config.shutdown_grace,
+            metrics,
+            metrics_addr,
+            outbox,
         })
     }
 
     /// The bound address (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `GET /metrics` answers.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Serves until `shutdown` resolves; then health turns NOT_SERVING, new connections
@@ -109,6 +171,13 @@ impl Application {
                 return Ok(());
             }
         };
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let relay = self.outbox.spawn(stop_rx.clone());
+        let mut metrics_stop = stop_rx;
+        let metrics = tokio::spawn(self.metrics.serve(async move {
+            let _ = metrics_stop.wait_for(|stopped| *stopped).await;
+        }));
 
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
@@ -142,9 +211,46 @@ impl Application {
                 Ok(())
             }
         };
+        // The relay finishes its batch; what it has not marked goes out after a restart.
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .is_err()
+        {
+            tracing::warn!("outbox relay did not stop in time");
+        }
+        let _ = metrics.await;
         self.db.close().await;
         tracing::info!("task-service stopped");
         result
+    }
+}
+
+impl OutboxParts {
+    fn spawn(self, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let Self {
+            store,
+            publisher,
+            wake,
+            settings,
+            metrics,
+            postgres_url,
+        } = self;
+        match postgres_url {
+            Some(url) => {
+                let wakeups = spawn_pg_wakeups(url.clone(), wake.clone());
+                let leadership = PgAdvisoryLock::new(url);
+                let relay = Relay::new(store, publisher, leadership, wake, settings, metrics);
+                tokio::spawn(async move {
+                    relay.run(stop).await;
+                    wakeups.abort();
+                })
+            }
+            None => {
+                let relay = Relay::new(store, publisher, SingleProcess, wake, settings, metrics);
+                tokio::spawn(relay.run(stop))
+            }
+        }
     }
 }
 

@@ -6,9 +6,14 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use taskmesh_shared::auth::DEV_SECRET;
 use taskmesh_shared::config::{self, ConfigError, Source};
+use taskmesh_shared::events::TASK_EVENTS_TOPIC;
+use taskmesh_shared::sidecar::SidecarConfig;
 use taskmesh_shared::telemetry::LogFormat;
 
+use crate::outbox::OutboxSettings;
+
 pub const DEFAULT_PORT: u16 = 50051;
+pub const DEFAULT_METRICS_PORT: u16 = 9101;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://task-service.db?mode=rwc";
 const MIN_SECRET_LEN: usize = 16;
 
@@ -23,6 +28,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long in-flight calls may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Prometheus endpoint (`METRICS_PORT`, 0 picks a free port).
+    pub metrics_listen: SocketAddr,
+    pub sidecar: SidecarConfig,
+    /// Topic of the task events (`TASKMESH_TOPIC_TASK_EVENTS`).
+    pub events_topic: String,
+    pub outbox: OutboxSettings,
 }
 
 impl Config {
@@ -70,6 +81,26 @@ impl Config {
             }
         };
         let shutdown_grace_secs: u64 = config::parse_or(env, "TASKMESH_SHUTDOWN_GRACE_SECS", 20)?;
+        let metrics_port: u16 = config::parse_or(env, "METRICS_PORT", DEFAULT_METRICS_PORT)?;
+        let events_topic = config::optional(env, "TASKMESH_TOPIC_TASK_EVENTS")
+            .unwrap_or_else(|| TASK_EVENTS_TOPIC.to_owned());
+        if events_topic.is_empty() || events_topic.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "TASKMESH_TOPIC_TASK_EVENTS",
+                events_topic,
+                "a topic name without spaces",
+            ));
+        }
+        let batch_size: u64 = config::parse_or(env, "TASKMESH_OUTBOX_BATCH_SIZE", 500)?;
+        if !(1..=1000).contains(&batch_size) {
+            return Err(ConfigError::invalid(
+                "TASKMESH_OUTBOX_BATCH_SIZE",
+                batch_size.to_string(),
+                "must be 1 to 1000",
+            ));
+        }
+        let retention_secs: u64 =
+            config::parse_or(env, "TASKMESH_OUTBOX_RETENTION_SECS", 24 * 3600)?;
         Ok(Self {
             listen: SocketAddr::new(host, port),
             database_url: database_url.into(),
@@ -78,6 +109,14 @@ impl Config {
             dev_mode,
             log_format: config::parse_or(env, "TASKMESH_LOG_FORMAT", LogFormat::Text)?,
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            metrics_listen: SocketAddr::new(host, metrics_port),
+            sidecar: SidecarConfig::from_env(env)?,
+            events_topic,
+            outbox: OutboxSettings {
+                batch_size,
+                retention: Duration::from_secs(retention_secs),
+                ..OutboxSettings::default()
+            },
         })
     }
 
@@ -123,6 +162,11 @@ mod tests {
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("TASKMESH_JWT_SECRET", "short"),
             ("TASKMESH_LOG_FORMAT", "xml"),
+            ("METRICS_PORT", "-1"),
+            ("TASKMESH_OUTBOX_BATCH_SIZE", "0"),
+            ("TASKMESH_OUTBOX_RETENTION_SECS", "soon"),
+            ("TASKMESH_TOPIC_TASK_EVENTS", "two words"),
+            ("DAPR_GRPC_PORT", "x"),
         ] {
             let mut env = HashMap::from([("TASKMESH_JWT_SECRET", "0123456789abcdef")]);
             env.insert(name, value);

@@ -5,6 +5,8 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod events;
+pub mod outbox;
 pub mod store;
 
 pub use app::{Application, StartError};

@@ -27,6 +27,9 @@ fn command(port: u16, db: &std::path::Path) -> Command {
             format!("sqlite://{}?mode=rwc", db.display()),
         )
         .env("RUST_LOG", "info")
+        .env("METRICS_PORT", "0")
+        // No sidecar here: events wait in the outbox.
+        .env("DAPR_GRPC_PORT", "1")
         .stdin(Stdio::null());
     cmd
 }

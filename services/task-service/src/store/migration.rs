@@ -2,7 +2,7 @@
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_integer, big_integer_null, small_integer, string, string_null, text,
+    big_integer, big_integer_null, integer, small_integer, string, string_null, text,
 };
 
 pub struct Migrator;
@@ -10,7 +10,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_create_tasks::Migration)]
+        vec![
+            Box::new(m20261124_000001_create_tasks::Migration),
+            Box::new(m20261124_000002_create_outbox::Migration),
+        ]
     }
 }
 
@@ -31,6 +34,19 @@ enum Tasks {
     UpdatedAt,
     Version,
     RequestId,
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Seq,
+    EventId,
+    TaskId,
+    EventType,
+    Payload,
+    CreatedAt,
+    PublishedAt,
+    Attempts,
 }
 
 // `MigrationTrait` is declared with an elided `SchemaManager` lifetime; naming it here
@@ -106,6 +122,59 @@ mod m20261124_000001_create_tasks {
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             manager
                 .drop_table(Table::drop().table(Tasks::Table).to_owned())
+                .await
+        }
+    }
+}
+
+#[allow(elided_lifetimes_in_paths)]
+mod m20261124_000002_create_outbox {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261124_000002_create_outbox"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Outbox::Table)
+                        .if_not_exists()
+                        .col(big_integer(Outbox::Seq).auto_increment().primary_key())
+                        .col(string(Outbox::EventId).string_len(36).unique_key())
+                        .col(string(Outbox::TaskId).string_len(36))
+                        .col(string(Outbox::EventType).string_len(64))
+                        .col(text(Outbox::Payload))
+                        .col(big_integer(Outbox::CreatedAt))
+                        .col(big_integer_null(Outbox::PublishedAt))
+                        .col(integer(Outbox::Attempts).default(0))
+                        .to_owned(),
+                )
+                .await?;
+            // The relay's scan (pending rows in order) and the pruning (old published rows).
+            manager
+                .create_index(
+                    Index::create()
+                        .name("idx_outbox_published_seq")
+                        .table(Outbox::Table)
+                        .col(Outbox::PublishedAt)
+                        .col(Outbox::Seq)
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(Outbox::Table).to_owned())
                 .await
         }
     }

@@ -2,6 +2,7 @@
 
 mod entity;
 pub mod migration;
+pub(crate) mod outbox_entity;
 mod sea;
 
 use async_trait::async_trait;

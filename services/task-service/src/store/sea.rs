@@ -3,26 +3,69 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use std::sync::Arc;
+
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, DbErr, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
-    SqlErr, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr,
+    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 use taskmesh_shared::error::ApiError;
+use taskmesh_shared::events::TaskEvent;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::entity::{ActiveModel, Column, Entity, Model};
+use super::outbox_entity;
 use super::{Database, TaskStore};
-use crate::domain::{Change, ListQuery, NewTask, OrderBy, Priority, StatusFilter, Task};
+use crate::domain::{
+    Change, ChangeKind, ListQuery, NewTask, OrderBy, Priority, StatusFilter, Task,
+};
+use crate::events;
+use crate::outbox::WAKE_CHANNEL;
 
 #[derive(Debug, Clone)]
 pub struct SeaTaskStore {
     db: Database,
+    /// Wakes the outbox relay after each commit that wrote an event.
+    outbox_wake: Arc<Notify>,
 }
 
 impl SeaTaskStore {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, outbox_wake: Arc<Notify>) -> Self {
+        Self { db, outbox_wake }
+    }
+
+    /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
+    /// change commits.
+    async fn record(&self, txn: &DatabaseTransaction, event: &TaskEvent) -> Result<(), ApiError> {
+        let row = outbox_entity::ActiveModel {
+            seq: NotSet,
+            event_id: Set(event.id.clone()),
+            task_id: Set(event.data.task.id.to_string()),
+            event_type: Set(event.event_type.clone()),
+            payload: Set(serde_json::to_string(event).map_err(ApiError::internal)?),
+            created_at: Set(micros(crate::domain::now())),
+            published_at: Set(None),
+            attempts: Set(0),
+        };
+        outbox_entity::Entity::insert(row)
+            .exec_without_returning(txn)
+            .await
+            .map_err(db_error)?;
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            // Delivered at commit, to the relay of whichever replica publishes.
+            txn.execute_unprepared(&format!("NOTIFY {WAKE_CHANNEL}"))
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, txn: DatabaseTransaction) -> Result<(), ApiError> {
+        txn.commit().await.map_err(db_error)?;
+        self.outbox_wake.notify_one();
+        Ok(())
     }
 
     async fn find_by_request_id(
@@ -65,7 +108,9 @@ impl TaskStore for SeaTaskStore {
         let txn = self.db.writer.begin().await.map_err(db_error)?;
         match Entity::insert(row).exec_without_returning(&txn).await {
             Ok(_) => {
-                txn.commit().await.map_err(db_error)?;
+                self.record(&txn, &events::changed(ChangeKind::Created, None, &task))
+                    .await?;
+                self.commit(txn).await?;
                 Ok(task)
             }
             // A concurrent retry with the same request id won the race: answer with its task.
@@ -174,6 +219,8 @@ impl TaskStore for SeaTaskStore {
         let mut task = to_task(row)?;
         check_version(id, expected_version, task.version)?;
         let read_version = task.version;
+        let before = task.clone();
+        let kind = change.kind();
         if !task.apply(change, now)? {
             return Ok(task);
         }
@@ -192,7 +239,9 @@ impl TaskStore for SeaTaskStore {
                 "task {id} was changed concurrently; read it again and retry"
             )));
         }
-        txn.commit().await.map_err(db_error)?;
+        self.record(&txn, &events::changed(kind, Some(&before), &task))
+            .await?;
+        self.commit(txn).await?;
         Ok(task)
     }
 
@@ -202,20 +251,29 @@ impl TaskStore for SeaTaskStore {
         id: Uuid,
         expected_version: Option<i64>,
     ) -> Result<(), ApiError> {
-        let mut delete = Entity::delete_many()
+        let txn = self.db.writer.begin().await.map_err(db_error)?;
+        let row = Entity::find_by_id(id.to_string())
+            .filter(Column::OwnerId.eq(owner))
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found(id))?;
+        let task = to_task(row)?;
+        check_version(id, expected_version, task.version)?;
+        let deleted = Entity::delete_many()
             .filter(Column::Id.eq(id.to_string()))
-            .filter(Column::OwnerId.eq(owner));
-        if let Some(version) = expected_version {
-            delete = delete.filter(Column::Version.eq(version));
+            .filter(Column::Version.eq(task.version))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if deleted.rows_affected == 0 {
+            return Err(ApiError::Aborted(format!(
+                "task {id} was changed concurrently; read it again and retry"
+            )));
         }
-        let deleted = delete.exec(&self.db.writer).await.map_err(db_error)?;
-        if deleted.rows_affected > 0 {
-            return Ok(());
-        }
-        match self.get(owner, id).await? {
-            Some(task) => check_version(id, expected_version, task.version),
-            None => Err(not_found(id)),
-        }
+        self.record(&txn, &events::deleted(&task, crate::domain::now()))
+            .await?;
+        self.commit(txn).await
     }
 }
 

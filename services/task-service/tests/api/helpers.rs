@@ -25,6 +25,7 @@ pub enum Backend {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub database_url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -63,7 +64,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     };
     let env = HashMap::from([
         ("APP_PORT".to_owned(), "0".to_owned()),
-        ("DATABASE_URL".to_owned(), database_url),
+        ("DATABASE_URL".to_owned(), database_url.clone()),
+        ("METRICS_PORT".to_owned(), "0".to_owned()),
+        // No sidecar in these tests: events stay in the outbox, where the tests read them.
+        ("DAPR_GRPC_PORT".to_owned(), "1".to_owned()),
         ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
     ]);
     let config = Config::from_env(&env).expect("config");
@@ -79,6 +83,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     });
     TestApp {
         addr,
+        database_url,
         shutdown: Some(tx),
         server: Some(server),
         _dir: dir,
@@ -108,6 +113,34 @@ impl TestApp {
     pub async fn client_with_header(&self, header: Option<&str>) -> Client {
         let value = header.map(|h| h.parse().expect("ascii header"));
         TaskServiceClient::with_interceptor(self.channel().await, Bearer(value))
+    }
+
+    /// The outbox rows, in commit order: (event type, task id, the CloudEvent JSON).
+    pub async fn outbox(&self) -> Vec<(String, String, serde_json::Value)> {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = sea_orm::Database::connect(&self.database_url)
+            .await
+            .expect("connect to the test database");
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT event_type, task_id, payload FROM outbox ORDER BY seq",
+            ))
+            .await
+            .expect("read the outbox");
+        let out = rows
+            .iter()
+            .map(|row| {
+                let payload: String = row.try_get("", "payload").expect("payload");
+                (
+                    row.try_get("", "event_type").expect("event_type"),
+                    row.try_get("", "task_id").expect("task_id"),
+                    serde_json::from_str(&payload).expect("payload is JSON"),
+                )
+            })
+            .collect();
+        let _ = db.close().await;
+        out
     }
 
     pub async fn stop(mut self) {

@@ -9,4 +9,5 @@ mod auth;
 mod concurrency;
 mod crud;
 mod list;
+mod outbox;
 mod validation;

@@ -1,0 +1,49 @@
+//! What an operator watches: the backlog, its age, and publish outcomes.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Default)]
+pub struct OutboxMetrics {
+    pub backlog: Gauge,
+    pub oldest_age_seconds: Gauge<f64, AtomicU64>,
+    pub published: Counter,
+    pub publish_failures: Counter,
+    pub leader: Gauge,
+}
+
+impl OutboxMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let registry = registry.sub_registry_with_prefix("taskmesh_outbox");
+        registry.register(
+            "backlog_events",
+            "Events committed but not yet accepted by the sidecar (as seen by the publishing replica)",
+            metrics.backlog.clone(),
+        );
+        registry.register(
+            "oldest_unpublished_age_seconds",
+            "Age of the oldest event not yet accepted by the sidecar",
+            metrics.oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "published_events",
+            "Events the sidecar accepted",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "publish_failures",
+            "Publish calls (or bulk entries) the sidecar refused or that failed",
+            metrics.publish_failures.clone(),
+        );
+        registry.register(
+            "relay_leader",
+            "1 on the replica whose relay currently publishes",
+            metrics.leader.clone(),
+        );
+        metrics
+    }
+}

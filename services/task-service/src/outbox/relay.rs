@@ -1,0 +1,468 @@
+//! The relay loop: publish pending events in commit order, mark them published once the
+//! sidecar accepted them, back off while the sidecar or broker is down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use tokio::sync::{Notify, watch};
+
+use super::{
+    EventPublisher, Leadership, OutboxMetrics, OutboxSettings, OutboxStore, PendingEvent,
+    PublishError, StoreError,
+};
+
+pub struct Relay<S, P, L> {
+    store: S,
+    publisher: P,
+    leadership: L,
+    wake: Arc<Notify>,
+    settings: OutboxSettings,
+    metrics: OutboxMetrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl<S: OutboxStore, P: EventPublisher, L: Leadership> Relay<S, P, L> {
+    pub fn new(
+        store: S,
+        publisher: P,
+        leadership: L,
+        wake: Arc<Notify>,
+        settings: OutboxSettings,
+        metrics: OutboxMetrics,
+    ) -> Self {
+        Self {
+            store,
+            publisher,
+            leadership,
+            wake,
+            settings,
+            metrics,
+        }
+    }
+
+    /// Runs until `stop` turns true. A batch in flight is finished first; anything not
+    /// marked published by then goes out again after the restart (same event id).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = self.leadership.acquire() => {}
+                () = stopped(&mut stop) => return,
+            }
+            self.metrics.leader.set(1);
+            self.lead(&mut stop).await;
+            self.metrics.leader.set(0);
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn lead(&mut self, stop: &mut watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
+        let mut housekeeping = Housekeeping::default();
+        let mut last_leader_check = Instant::now();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let wait = match self.cycle().await {
+                Ok(published) if published >= self.settings.batch_size => {
+                    backoff.reset();
+                    None
+                }
+                Ok(_) => {
+                    backoff.reset();
+                    Some(self.settings.poll_interval)
+                }
+                Err(err) => {
+                    self.metrics.publish_failures.inc();
+                    let delay = backoff.next();
+                    if backoff.attempt == 1 || backoff.attempt.is_multiple_of(20) {
+                        tracing::warn!(%err, retry_in = ?delay, attempt = backoff.attempt,
+                            "outbox relay cannot publish; events wait in the outbox");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stopped(stop) => return,
+                    }
+                    None
+                }
+            };
+            housekeeping
+                .run(&self.store, &self.metrics, &self.settings)
+                .await;
+            if last_leader_check.elapsed() >= Duration::from_secs(1) {
+                last_leader_check = Instant::now();
+                if !self.leadership.still_leader().await {
+                    return;
+                }
+            }
+            if let Some(poll) = wait {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    () = stopped(stop) => return,
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many events it held.
+    async fn cycle(&mut self) -> Result<u64, CycleError> {
+        let batch = self.store.pending(self.settings.batch_size).await?;
+        let count = batch.len() as u64;
+        for wave in waves(batch) {
+            let seqs: Vec<i64> = wave.iter().map(|e| e.seq).collect();
+            match self.publisher.publish(&wave).await {
+                Ok(()) => {
+                    self.store.mark_published(&seqs, chrono::Utc::now()).await?;
+                    self.metrics.published.inc_by(seqs.len() as u64);
+                }
+                Err(PublishError::Partial {
+                    failed,
+                    first_error,
+                }) => {
+                    let accepted: Vec<i64> =
+                        seqs.into_iter().filter(|s| !failed.contains(s)).collect();
+                    self.store
+                        .mark_published(&accepted, chrono::Utc::now())
+                        .await?;
+                    self.metrics.published.inc_by(accepted.len() as u64);
+                    self.store.record_attempt(&failed).await?;
+                    // Later waves may hold the next events of a refused one: stop here.
+                    return Err(PublishError::Partial {
+                        failed,
+                        first_error,
+                    }
+                    .into());
+                }
+                Err(err) => {
+                    self.store.record_attempt(&seqs).await?;
+                    return Err(err.into());
+                }
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// Splits a batch (in commit order) into waves that hold at most one event per task, each
+/// wave's events later than the previous wave's events of the same task. Waves go out one
+/// after the other, so one task's events are published in order even though daprd may
+/// publish the entries of one bulk request concurrently.
+fn waves(batch: Vec<PendingEvent>) -> Vec<Vec<PendingEvent>> {
+    let mut waves: Vec<Vec<PendingEvent>> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for event in batch {
+        let index = seen.entry(event.task_id.clone()).or_insert(0);
+        if waves.len() <= *index {
+            waves.push(Vec::new());
+        }
+        waves[*index].push(event);
+        *index += 1;
+    }
+    waves
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender also means stop.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Exponential backoff with full jitter, so that replicas and restarts spread out.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            attempt: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    fn next(&mut self) -> Duration {
+        self.attempt = self.attempt.saturating_add(1);
+        let ceiling = self
+            .min
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(self.max);
+        let jittered = rand::rng().random_range(self.min..=ceiling.max(self.min));
+        jittered.min(self.max)
+    }
+}
+
+/// Backlog figures and pruning, at most once a second and once a minute respectively.
+#[derive(Debug, Default)]
+struct Housekeeping {
+    last_stats: Option<Instant>,
+    last_prune: Option<Instant>,
+}
+
+impl Housekeeping {
+    async fn run(
+        &mut self,
+        store: &impl OutboxStore,
+        metrics: &OutboxMetrics,
+        settings: &OutboxSettings,
+    ) {
+        let due =
+            |last: Option<Instant>, every: Duration| last.is_none_or(|l| l.elapsed() >= every);
+        if due(self.last_stats, Duration::from_secs(1)) {
+            self.last_stats = Some(Instant::now());
+            match store.backlog().await {
+                Ok(backlog) => {
+                    metrics
+                        .backlog
+                        .set(i64::try_from(backlog.events).unwrap_or(i64::MAX));
+                    let age = backlog.oldest.map_or(0.0, |oldest| {
+                        (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+                    });
+                    metrics.oldest_age_seconds.set(age);
+                }
+                Err(err) => tracing::debug!(%err, "cannot read the outbox backlog"),
+            }
+        }
+        if due(self.last_prune, Duration::from_secs(60)) {
+            self.last_prune = Some(Instant::now());
+            let retention =
+                chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::MAX);
+            let before = chrono::Utc::now() - retention;
+            match store.prune(before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "pruned published outbox rows"),
+                Err(err) => tracing::warn!(%err, "cannot prune the outbox"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+
+    use super::super::{Backlog, SingleProcess};
+    use super::*;
+
+    fn event(seq: i64, task: &str) -> PendingEvent {
+        PendingEvent {
+            seq,
+            event_id: format!("e{seq}"),
+            task_id: task.to_owned(),
+            payload: "{}".to_owned(),
+        }
+    }
+
+    #[test]
+    fn waves_keep_each_tasks_events_in_order() {
+        let batch = vec![
+            event(1, "a"),
+            event(2, "b"),
+            event(3, "a"),
+            event(4, "a"),
+            event(5, "c"),
+            event(6, "b"),
+        ];
+        let seqs: Vec<Vec<i64>> = waves(batch)
+            .iter()
+            .map(|w| w.iter().map(|e| e.seq).collect())
+            .collect();
+        assert_eq!(seqs, vec![vec![1, 2, 5], vec![3, 6], vec![4]]);
+    }
+
+    #[test]
+    fn backoff_grows_within_bounds_and_resets() {
+        let (min, max) = (Duration::from_millis(10), Duration::from_millis(500));
+        let mut backoff = Backoff::new(min, max);
+        for _ in 0..40 {
+            let delay = backoff.next();
+            assert!(delay >= min && delay <= max, "{delay:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next() <= min * 2);
+    }
+
+    #[derive(Default)]
+    struct FakeStore {
+        rows: Mutex<Vec<(PendingEvent, bool)>>,
+    }
+
+    #[async_trait]
+    impl OutboxStore for Arc<FakeStore> {
+        async fn pending(&self, limit: u64) -> Result<Vec<PendingEvent>, StoreError> {
+            let rows = self.rows.lock().unwrap();
+            Ok(rows
+                .iter()
+                .filter(|(_, published)| !published)
+                .take(limit as usize)
+                .map(|(e, _)| e.clone())
+                .collect())
+        }
+        async fn mark_published(&self, seqs: &[i64], _: DateTime<Utc>) -> Result<(), StoreError> {
+            for (e, published) in self.rows.lock().unwrap().iter_mut() {
+                if seqs.contains(&e.seq) {
+                    *published = true;
+                }
+            }
+            Ok(())
+        }
+        async fn record_attempt(&self, _: &[i64]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn prune(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn backlog(&self) -> Result<Backlog, StoreError> {
+            Ok(Backlog::default())
+        }
+    }
+
+    /// Refuses the first `fail_calls` calls, and every entry of task "poison".
+    #[derive(Default)]
+    struct FakePublisher {
+        calls: Mutex<Vec<Vec<i64>>>,
+        fail_calls: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl EventPublisher for Arc<FakePublisher> {
+        async fn publish(&self, events: &[PendingEvent]) -> Result<(), PublishError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(events.iter().map(|e| e.seq).collect());
+            let mut fail = self.fail_calls.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                return Err(PublishError::Call(tonic::Status::unavailable(
+                    "sidecar down",
+                )));
+            }
+            let failed: Vec<i64> = events
+                .iter()
+                .filter(|e| e.task_id == "poison")
+                .map(|e| e.seq)
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(PublishError::Partial {
+                    failed,
+                    first_error: "too large".into(),
+                })
+            }
+        }
+    }
+
+    fn relay(
+        store: &Arc<FakeStore>,
+        publisher: &Arc<FakePublisher>,
+    ) -> Relay<Arc<FakeStore>, Arc<FakePublisher>, SingleProcess> {
+        let settings = OutboxSettings {
+            batch_size: 3,
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+            ..OutboxSettings::default()
+        };
+        Relay::new(
+            store.clone(),
+            publisher.clone(),
+            SingleProcess,
+            Arc::new(Notify::new()),
+            settings,
+            OutboxMetrics::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn failed_calls_leave_events_pending_and_they_go_out_after_recovery() {
+        let store = Arc::new(FakeStore::default());
+        *store.rows.lock().unwrap() = (1..=5)
+            .map(|s| (event(s, &format!("t{s}")), false))
+            .collect();
+        let publisher = Arc::new(FakePublisher::default());
+        *publisher.fail_calls.lock().unwrap() = 2;
+        let mut relay = relay(&store, &publisher);
+
+        assert!(relay.cycle().await.is_err());
+        assert!(relay.cycle().await.is_err());
+        assert_eq!(store.pending(10).await.unwrap().len(), 5);
+        assert_eq!(relay.cycle().await.unwrap(), 3);
+        assert_eq!(relay.cycle().await.unwrap(), 2);
+        assert!(store.pending(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_entry_holds_back_its_tasks_later_events_only() {
+        let store = Arc::new(FakeStore::default());
+        *store.rows.lock().unwrap() = vec![
+            (event(1, "poison"), false),
+            (event(2, "ok"), false),
+            (event(3, "poison"), false),
+        ];
+        let publisher = Arc::new(FakePublisher::default());
+        let mut relay = relay(&store, &publisher);
+
+        assert!(relay.cycle().await.is_err());
+        let pending: Vec<i64> = store
+            .pending(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            pending,
+            vec![1, 3],
+            "the good event went out, the poison task waits"
+        );
+        assert_eq!(*publisher.calls.lock().unwrap(), vec![vec![1, 2]]);
+    }
+
+    #[tokio::test]
+    async fn run_publishes_on_wake_and_stops_on_request() {
+        let store = Arc::new(FakeStore::default());
+        let publisher = Arc::new(FakePublisher::default());
+        let relay = relay(&store, &publisher);
+        let wake = relay.wake.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(relay.run(stop_rx));
+
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.rows.lock().unwrap().push((event(1, "a"), false));
+        wake.notify_one();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !store.pending(1).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "not published after a wake-up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

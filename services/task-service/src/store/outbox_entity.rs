@@ -1,0 +1,27 @@
+//! The `outbox` table: one row per event a committed change implies, written in the same
+//! transaction as the change and marked published once the sidecar has accepted it.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "outbox")]
+pub struct Model {
+    /// Commit order of a task's events: a task's later change can only be written after
+    /// its earlier one committed (the version guard), so it always gets a larger `seq`.
+    #[sea_orm(primary_key)]
+    pub seq: i64,
+    pub event_id: String,
+    pub task_id: String,
+    pub event_type: String,
+    /// The whole CloudEvent, as published.
+    #[sea_orm(column_type = "Text")]
+    pub payload: String,
+    pub created_at: i64,
+    pub published_at: Option<i64>,
+    pub attempts: i32,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
