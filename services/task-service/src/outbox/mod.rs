@@ -68,6 +68,26 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// What an operator should do about it, when we know.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::Call(status) => match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Some(
+                    "the sidecar rejected our DAPR_API_TOKEN: give task-service the token \
+                     its daprd was started with",
+                ),
+                tonic::Code::Unavailable => Some("the sidecar is not reachable (DAPR_GRPC_PORT?)"),
+                tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+                    Some("the sidecar does not know the pub/sub component (TASKMESH_PUBSUB?)")
+                }
+                _ => None,
+            },
+            Self::Partial { .. } => None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait EventPublisher: Send + Sync + 'static {
     /// Publishes `events`, of which no two belong to one task, so they may go out in any

@@ -30,7 +30,7 @@ enum CycleError {
     Publish(#[from] PublishError),
 }
 
-impl<S: OutboxStore, P: EventPublisher, L: Leadership> Relay<S, P, L> {
+impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
     pub fn new(
         store: S,
         publisher: P,
@@ -52,13 +52,26 @@ impl<S: OutboxStore, P: EventPublisher, L: Leadership> Relay<S, P, L> {
     /// Runs until `stop` turns true. A batch in flight is finished first; anything not
     /// marked published by then goes out again after the restart (same event id).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Separate from the publishing loop, so the figures stay fresh while it backs off
+        // (and on standby replicas).
+        let housekeeping = tokio::spawn(housekeeping(
+            self.store.clone(),
+            self.metrics.clone(),
+            self.settings.retention,
+            stop.clone(),
+        ));
+        self.publish_while_leader(&mut stop).await;
+        let _ = housekeeping.await;
+    }
+
+    async fn publish_while_leader(&mut self, stop: &mut watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 () = self.leadership.acquire() => {}
-                () = stopped(&mut stop) => return,
+                () = stopped(stop) => return,
             }
             self.metrics.leader.set(1);
-            self.lead(&mut stop).await;
+            self.lead(stop).await;
             self.metrics.leader.set(0);
             if *stop.borrow() {
                 return;
@@ -68,7 +81,6 @@ impl<S: OutboxStore, P: EventPublisher, L: Leadership> Relay<S, P, L> {
 
     async fn lead(&mut self, stop: &mut watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
-        let mut housekeeping = Housekeeping::default();
         let mut last_leader_check = Instant::now();
         loop {
             if *stop.borrow() {
@@ -87,7 +99,12 @@ impl<S: OutboxStore, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                     self.metrics.publish_failures.inc();
                     let delay = backoff.next();
                     if backoff.attempt == 1 || backoff.attempt.is_multiple_of(20) {
-                        tracing::warn!(%err, retry_in = ?delay, attempt = backoff.attempt,
+                        let hint = match &err {
+                            CycleError::Publish(err) => err.hint(),
+                            CycleError::Store(_) => None,
+                        };
+                        tracing::warn!(%err, hint = hint.unwrap_or(""), retry_in = ?delay,
+                            attempt = backoff.attempt,
                             "outbox relay cannot publish; events wait in the outbox");
                     }
                     tokio::select! {
@@ -97,9 +114,6 @@ impl<S: OutboxStore, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                     None
                 }
             };
-            housekeeping
-                .run(&self.store, &self.metrics, &self.settings)
-                .await;
             if last_leader_check.elapsed() >= Duration::from_secs(1) {
                 last_leader_check = Instant::now();
                 if !self.leadership.still_leader().await {
@@ -210,43 +224,37 @@ impl Backoff {
     }
 }
 
-/// Backlog figures and pruning, at most once a second and once a minute respectively.
-#[derive(Debug, Default)]
-struct Housekeeping {
-    last_stats: Option<Instant>,
-    last_prune: Option<Instant>,
-}
-
-impl Housekeeping {
-    async fn run(
-        &mut self,
-        store: &impl OutboxStore,
-        metrics: &OutboxMetrics,
-        settings: &OutboxSettings,
-    ) {
-        let due =
-            |last: Option<Instant>, every: Duration| last.is_none_or(|l| l.elapsed() >= every);
-        if due(self.last_stats, Duration::from_secs(1)) {
-            self.last_stats = Some(Instant::now());
-            match store.backlog().await {
-                Ok(backlog) => {
-                    metrics
-                        .backlog
-                        .set(i64::try_from(backlog.events).unwrap_or(i64::MAX));
-                    let age = backlog.oldest.map_or(0.0, |oldest| {
-                        (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
-                    });
-                    metrics.oldest_age_seconds.set(age);
-                }
-                Err(err) => tracing::debug!(%err, "cannot read the outbox backlog"),
-            }
+/// Refreshes the backlog figures every second and prunes published rows every minute.
+async fn housekeeping(
+    store: impl OutboxStore,
+    metrics: OutboxMetrics,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopped(&mut stop) => return,
         }
-        if due(self.last_prune, Duration::from_secs(60)) {
-            self.last_prune = Some(Instant::now());
-            let retention =
-                chrono::Duration::from_std(settings.retention).unwrap_or(chrono::Duration::MAX);
-            let before = chrono::Utc::now() - retention;
-            match store.prune(before).await {
+        match store.backlog().await {
+            Ok(backlog) => {
+                metrics
+                    .backlog
+                    .set(i64::try_from(backlog.events).unwrap_or(i64::MAX));
+                let age = backlog.oldest.map_or(0.0, |oldest| {
+                    (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                metrics.oldest_age_seconds.set(age);
+            }
+            Err(err) => tracing::debug!(%err, "cannot read the outbox backlog"),
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            last_prune = Some(Instant::now());
+            let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+            match store.prune(chrono::Utc::now() - retention).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::debug!(pruned, "pruned published outbox rows"),
                 Err(err) => tracing::warn!(%err, "cannot prune the outbox"),
