@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Provides daprd (and, on request, scheduler/placement) built from the Go module proxy.
-# Prints the path of daprd. Order of preference: $DAPRD, ~/.dapr/bin/daprd, the cache,
-# a fresh build. The cache is keyed by version and build tags so warm runs take no time.
+# Provides daprd (or, with an argument, scheduler/placement) built from the Go module proxy.
+# Prints the path of the binary. For daprd the order of preference is $DAPRD,
+# ~/.dapr/bin/daprd (a normal Dapr install), the cache, a fresh build. The cache is keyed by
+# version and component set, so warm runs take no time.
 set -euo pipefail
 
 # v1.18.1, not v1.18.3: v1.18.2 and later need github.com/dapr/durabletask-go v0.12.2+ and
 # a pulsar-client-go fork that the Go module proxy refuses ("403: This module version is
 # not available"); v1.18.1 resolves completely. The dapr crate 0.20 targets 1.18.x.
 DAPR_VERSION="${DAPR_VERSION:-v1.18.1}"
-DAPR_TAGS="${DAPR_TAGS:-stablecomponents}"
+# The stable components plus two from the `allcomponents` set that Taskmesh uses: the SMTP
+# output binding (notification e-mail, alpha in Dapr) and the SQLite name resolver (for
+# hosts where mDNS does not work). Building all components would double the build.
+EXTRA_COMPONENTS="bindings_smtp nameresolution_sqlite"
+FLAVOUR="stable+smtp+sqlitenr"
 CACHE="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}"
-BIN="$CACHE/dapr-$DAPR_VERSION-$DAPR_TAGS/bin"
+BIN="$CACHE/dapr-$DAPR_VERSION-$FLAVOUR/bin"
 WANT="${1:-daprd}" # daprd | scheduler | placement
 
 if [ "$WANT" = daprd ]; then
@@ -31,8 +36,15 @@ if [ ! -f "$src/go.mod" ]; then
 fi
 cd "$src"
 tags=""
-[ "$WANT" = daprd ] && tags="$DAPR_TAGS"
-echo "setup-daprd: building $WANT $DAPR_VERSION (tags: ${tags:-none}); a cold build takes 10-20 minutes" >&2
+if [ "$WANT" = daprd ]; then
+  tags=stablecomponents
+  for component in $EXTRA_COMPONENTS; do
+    file="cmd/daprd/components/$component.go"
+    grep -q '^//go:build allcomponents$' "$file" \
+      && sed -i 's#^//go:build allcomponents$#//go:build allcomponents || stablecomponents#' "$file"
+  done
+fi
+echo "setup-daprd: building $WANT $DAPR_VERSION (${tags:-no tags}); a cold build takes 10-20 minutes" >&2
 go build -p 2 -trimpath ${tags:+-tags "$tags"} \
   -ldflags "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=${DAPR_VERSION#v} -X github.com/dapr/kit/logger.DaprVersion=${DAPR_VERSION#v}" \
   -o "$BIN/$WANT.tmp" "./cmd/$WANT" >&2

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod callback;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -60,7 +60,11 @@ impl Database {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
         if is_sqlite(url) {
             let writer = sea_orm::Database::connect(sqlite_options(url, 1)).await?;
-            let reader = sea_orm::Database::connect(sqlite_options(url, max_connections)).await?;
+            // SQLite reads are CPU-bound in this process: more readers than about twice the
+            // cores only add page caches (each connection keeps its own), i.e. memory.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let readers = max_connections.min(u32::try_from(cores * 2).unwrap_or(u32::MAX));
+            let reader = sea_orm::Database::connect(sqlite_options(url, readers)).await?;
             Ok(Self { reader, writer })
         } else {
             let mut options = ConnectOptions::new(url);

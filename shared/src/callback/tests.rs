@@ -1,0 +1,172 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::*;
+
+struct Recorder {
+    seen: Mutex<Vec<String>>,
+    outcome: Outcome,
+}
+
+#[async_trait]
+impl TopicHandler for Recorder {
+    async fn handle(&self, delivery: Delivery) -> Outcome {
+        self.seen.lock().unwrap().push(delivery.id);
+        self.outcome.clone()
+    }
+}
+
+fn recorder(outcome: Outcome) -> Arc<Recorder> {
+    Arc::new(Recorder {
+        seen: Mutex::new(Vec::new()),
+        outcome,
+    })
+}
+
+struct Echo;
+
+#[async_trait]
+impl Method for Echo {
+    async fn call(&self, input: serde_json::Value) -> Result<serde_json::Value, InvokeError> {
+        if input.get("user_id").is_none() {
+            return Err(InvokeError::InvalidArgument("user_id is required".into()));
+        }
+        Ok(input)
+    }
+}
+
+fn event(event_type: &str, path: &str) -> TopicEventRequest {
+    TopicEventRequest {
+        id: format!("id-{event_type}"),
+        r#type: event_type.into(),
+        topic: "task-events".into(),
+        pubsub_name: "ps".into(),
+        path: path.into(),
+        data: b"{}".to_vec(),
+        ..TopicEventRequest::default()
+    }
+}
+
+async fn status(router: &Router, request: TopicEventRequest) -> i32 {
+    router
+        .on_topic_event(Request::new(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test]
+async fn events_reach_their_handler_and_outcomes_map_to_dapr_statuses() {
+    let ok = recorder(Outcome::Success);
+    let busy = recorder(Outcome::Retry("store down".into()));
+    let router = Router::new().subscribe(
+        Subscription::new("ps", "task-events")
+            .dead_letter("task-events-deadletter")
+            .on_type("a.v1", ok.clone())
+            .on_type("b.v1", busy.clone()),
+    );
+
+    let declared = router
+        .list_topic_subscriptions(Request::new(()))
+        .await
+        .unwrap()
+        .into_inner();
+    let sub = &declared.subscriptions[0];
+    assert_eq!(sub.dead_letter_topic, "task-events-deadletter");
+    let routes = sub.routes.as_ref().unwrap();
+    assert_eq!(routes.rules[0].r#match, r#"event.type == "a.v1""#);
+    let path_a = routes.rules[0].path.clone();
+
+    assert_eq!(status(&router, event("a.v1", &path_a)).await, 0, "SUCCESS");
+    // An older sidecar without routes: matched by type.
+    assert_eq!(status(&router, event("a.v1", "")).await, 0);
+    assert_eq!(status(&router, event("b.v1", "")).await, 1, "RETRY");
+    assert_eq!(
+        status(&router, event("c.v2", &routes.default)).await,
+        2,
+        "DROP unknown"
+    );
+    let mut other_topic = event("a.v1", "");
+    other_topic.topic = "elsewhere".into();
+    assert_eq!(status(&router, other_topic).await, 2);
+    assert_eq!(ok.seen.lock().unwrap().len(), 2);
+    assert_eq!(busy.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_data_is_a_drop_not_a_panic() {
+    let mut request = event("a.v1", "");
+    request.data = b"{not json".to_vec();
+    let delivery = Delivery::from_request(request);
+    let parsed: Result<serde_json::Value, Outcome> = delivery.json();
+    assert!(matches!(parsed, Err(Outcome::Drop(_))));
+}
+
+fn invoke(method: &str, body: &[u8]) -> Request<InvokeRequest> {
+    Request::new(InvokeRequest {
+        method: method.into(),
+        data: Some(prost_types::Any {
+            type_url: String::new(),
+            value: body.to_vec(),
+        }),
+        ..InvokeRequest::default()
+    })
+}
+
+#[tokio::test]
+async fn methods_answer_json_and_clear_errors() {
+    let router = Router::new().method("echo/it", Arc::new(Echo));
+    let reply = router
+        .on_invoke(invoke("echo/it", br#"{"user_id":"alice"}"#))
+        .await
+        .unwrap()
+        .into_inner();
+    let body: serde_json::Value = serde_json::from_slice(&reply.data.unwrap().value).unwrap();
+    assert_eq!(body["user_id"], "alice");
+    assert_eq!(reply.content_type, "application/json");
+
+    let unknown = router.on_invoke(invoke("nope", b"{}")).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unimplemented);
+    assert!(
+        unknown.message().contains("echo/it"),
+        "{}",
+        unknown.message()
+    );
+    let bad_json = router.on_invoke(invoke("echo/it", b"{")).await.unwrap_err();
+    assert_eq!(bad_json.code(), tonic::Code::InvalidArgument);
+    let missing = router.on_invoke(invoke("echo/it", b"")).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+    assert_eq!(missing.message(), "user_id is required");
+}
+
+#[tokio::test]
+async fn app_api_token_is_enforced_when_set() {
+    let router = Router::new()
+        .method("echo/it", Arc::new(Echo))
+        .app_api_token(Some("s3cret".to_owned().into()));
+    let denied = router
+        .on_invoke(invoke("echo/it", br#"{"user_id":"a"}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    let mut wrong = invoke("echo/it", br#"{"user_id":"a"}"#);
+    wrong
+        .metadata_mut()
+        .insert("dapr-api-token", "s3cres".parse().unwrap());
+    assert!(router.on_invoke(wrong).await.is_err());
+    let mut right = invoke("echo/it", br#"{"user_id":"a"}"#);
+    right
+        .metadata_mut()
+        .insert("dapr-api-token", "s3cret".parse().unwrap());
+    assert!(router.on_invoke(right).await.is_ok());
+    assert!(
+        router
+            .list_topic_subscriptions(Request::new(()))
+            .await
+            .is_err()
+    );
+}
