@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod recurrence;
 pub mod shutdown;
 pub mod sidecar;
+pub mod state;
 pub mod telemetry;

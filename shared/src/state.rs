@@ -1,0 +1,272 @@
+//! The Dapr state store behind a small port: reads with their ETag, and writes guarded by
+//! an expectation (absent, or at an ETag), which is how consumers apply each event once.
+//!
+//! Why single-key guarded writes and not `ExecuteStateTransaction`: Dapr's Redis store runs
+//! a transaction as a MULTI/EXEC pipeline, and Redis does not roll back the other commands
+//! when one fails its ETag check. A dedup marker written in the same "transaction" as a
+//! refused effect would stay, and the event's effect would be lost on redelivery. So the
+//! marker lives inside the record it protects, and the record is written with
+//! `SaveState` under first-write concurrency.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dapr::dapr::proto::common::v1::state_options::{StateConcurrency, StateConsistency};
+use dapr::dapr::proto::common::v1::{Etag, StateItem, StateOptions};
+use dapr::dapr::proto::runtime::v1::{DeleteStateRequest, GetStateRequest, SaveStateRequest};
+use tonic::Code;
+
+use crate::sidecar::DaprGrpc;
+
+/// A stored value and the ETag to write it back with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub etag: String,
+}
+
+/// What a write expects to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// The key does not exist yet.
+    Absent,
+    /// The key is unchanged since it was read with this ETag.
+    Etag(String),
+}
+
+impl Expect {
+    /// `Absent` for a missing record, else the ETag it was read with.
+    pub fn from_read(read: Option<&Versioned>) -> Self {
+        read.map_or(Self::Absent, |v| Self::Etag(v.etag.clone()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Someone else wrote first: read again and retry.
+    #[error("the record changed concurrently")]
+    Conflict,
+    /// The store or the sidecar is down or failed: a transient error.
+    #[error("the state store failed: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError>;
+    async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError>;
+    async fn delete(&self, key: &str, expect: Expect) -> Result<(), StateError>;
+}
+
+/// The state store component `store` behind the local sidecar.
+#[derive(Debug, Clone)]
+pub struct DaprStateStore {
+    client: DaprGrpc,
+    store: String,
+    timeout: Duration,
+}
+
+impl DaprStateStore {
+    pub fn new(client: DaprGrpc, store: impl Into<String>) -> Self {
+        Self {
+            client,
+            store: store.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+/// Every write is first-write: Redis then refuses a write at ETag "0" ("absent") when the
+/// key exists, which last-write writes would not.
+fn guarded(expect: Expect) -> (Option<Etag>, Option<StateOptions>) {
+    let etag = match expect {
+        Expect::Absent => "0".to_owned(),
+        Expect::Etag(etag) => etag,
+    };
+    (
+        Some(Etag { value: etag }),
+        Some(StateOptions {
+            concurrency: StateConcurrency::ConcurrencyFirstWrite as i32,
+            consistency: StateConsistency::ConsistencyStrong as i32,
+        }),
+    )
+}
+
+fn state_error(status: tonic::Status) -> StateError {
+    match status.code() {
+        Code::Aborted => StateError::Conflict,
+        _ => StateError::Unavailable(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+#[async_trait]
+impl StateStore for DaprStateStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        let response = self
+            .client
+            .clone()
+            .get_state(self.request(GetStateRequest {
+                store_name: self.store.clone(),
+                key: key.to_owned(),
+                consistency: StateConsistency::ConsistencyStrong as i32,
+                metadata: HashMap::new(),
+            }))
+            .await
+            .map_err(state_error)?
+            .into_inner();
+        if response.data.is_empty() && response.etag.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Versioned {
+            value: response.data,
+            etag: response.etag,
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError> {
+        let (etag, options) = guarded(expect);
+        self.client
+            .clone()
+            .save_state(self.request(SaveStateRequest {
+                store_name: self.store.clone(),
+                states: vec![StateItem {
+                    key: key.to_owned(),
+                    value,
+                    etag,
+                    metadata: HashMap::new(),
+                    options,
+                }],
+            }))
+            .await
+            .map(drop)
+            .map_err(state_error)
+    }
+
+    async fn delete(&self, key: &str, expect: Expect) -> Result<(), StateError> {
+        let (etag, options) = guarded(expect);
+        self.client
+            .clone()
+            .delete_state(self.request(DeleteStateRequest {
+                store_name: self.store.clone(),
+                key: key.to_owned(),
+                etag,
+                options,
+                metadata: HashMap::new(),
+            }))
+            .await
+            .map(drop)
+            .map_err(state_error)
+    }
+}
+
+/// An in-memory `StateStore` with the same guard semantics, for unit tests; it can be
+/// switched "down" to exercise RETRY paths.
+/// Value and version by key.
+type Records = HashMap<String, (Vec<u8>, u64)>;
+
+#[derive(Debug, Default)]
+pub struct MemoryStateStore {
+    records: Mutex<Records>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryStateStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<String> = records.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    fn check(&self) -> Result<std::sync::MutexGuard<'_, Records>, StateError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StateError::Unavailable("memory store is down".into()));
+        }
+        Ok(self.records.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn matches(current: Option<u64>, expect: &Expect) -> bool {
+    match (current, expect) {
+        (None, Expect::Absent) => true,
+        (Some(version), Expect::Etag(etag)) => version.to_string() == *etag,
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        Ok(self.check()?.get(key).map(|(value, version)| Versioned {
+            value: value.clone(),
+            etag: version.to_string(),
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError> {
+        let mut records = self.check()?;
+        let current = records.get(key).map(|(_, v)| *v);
+        if !matches(current, &expect) {
+            return Err(StateError::Conflict);
+        }
+        records.insert(key.to_owned(), (value, current.unwrap_or(0) + 1));
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str, expect: Expect) -> Result<(), StateError> {
+        let mut records = self.check()?;
+        let current = records.get(key).map(|(_, v)| *v);
+        if current.is_some() && !matches(current, &expect) {
+            return Err(StateError::Conflict);
+        }
+        records.remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_guards_like_dapr_redis() {
+        let store = MemoryStateStore::new();
+        store.put("k", b"1".to_vec(), Expect::Absent).await.unwrap();
+        assert!(matches!(
+            store.put("k", b"2".to_vec(), Expect::Absent).await,
+            Err(StateError::Conflict)
+        ));
+        let read = store.get("k").await.unwrap().unwrap();
+        store
+            .put("k", b"2".to_vec(), Expect::from_read(Some(&read)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.put("k", b"3".to_vec(), Expect::Etag(read.etag)).await,
+            Err(StateError::Conflict)
+        ));
+        store.set_down(true);
+        assert!(matches!(
+            store.get("k").await,
+            Err(StateError::Unavailable(_))
+        ));
+    }
+}
