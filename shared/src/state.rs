@@ -213,6 +213,8 @@ fn matches(current: Option<u64>, expect: &Expect) -> bool {
 #[async_trait]
 impl StateStore for MemoryStateStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        // A real store is a network hop away: let concurrent callers interleave.
+        tokio::task::yield_now().await;
         Ok(self.check()?.get(key).map(|(value, version)| Versioned {
             value: value.clone(),
             etag: version.to_string(),
@@ -220,6 +222,7 @@ impl StateStore for MemoryStateStore {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError> {
+        tokio::task::yield_now().await;
         let mut records = self.check()?;
         let current = records.get(key).map(|(_, v)| *v);
         if !matches(current, &expect) {

@@ -5,6 +5,7 @@
 //! unimplemented and always answers SUCCESS; this router answers deliberately.
 
 mod handlers;
+mod server;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 pub use handlers::{Delivery, InvokeError, JobHandler, Method, Outcome, TopicHandler};
+pub use server::{BindError, CallbackServer, ServiceConfig};
 
 const API_TOKEN_HEADER: &str = "dapr-api-token";
 

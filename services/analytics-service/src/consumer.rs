@@ -1,0 +1,248 @@
+//! Applies task events to the owner's statistics record, once per event.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use taskmesh_shared::callback::{Delivery, Outcome, TopicHandler};
+use taskmesh_shared::events::{TaskEventData, TaskEventKind};
+use taskmesh_shared::state::{Expect, StateError, StateStore};
+
+use crate::stats::UserStats;
+
+/// Writers racing on one user's record retry this often before asking for redelivery.
+const MAX_CONFLICTS: usize = 32;
+
+pub fn stats_key(user_id: &str) -> String {
+    format!("stats:{user_id}")
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerMetrics {
+    pub applied: Counter,
+    pub duplicates: Counter,
+    pub conflicts: Counter,
+}
+
+impl ConsumerMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let registry = registry.sub_registry_with_prefix("taskmesh_analytics");
+        registry.register(
+            "events_applied",
+            "Events that changed statistics",
+            metrics.applied.clone(),
+        );
+        registry.register(
+            "dedup_hits",
+            "Deliveries already applied (redelivered or older than the stored version)",
+            metrics.duplicates.clone(),
+        );
+        registry.register(
+            "write_conflicts",
+            "Concurrent writes to one user's record that had to be retried",
+            metrics.conflicts.clone(),
+        );
+        metrics
+    }
+}
+
+pub struct StatsConsumer<S> {
+    store: Arc<S>,
+    metrics: ConsumerMetrics,
+}
+
+impl<S: StateStore> StatsConsumer<S> {
+    pub fn new(store: Arc<S>, metrics: ConsumerMetrics) -> Self {
+        Self { store, metrics }
+    }
+
+    async fn apply(&self, kind: TaskEventKind, data: &TaskEventData) -> Outcome {
+        let key = stats_key(&data.owner_id);
+        for _ in 0..MAX_CONFLICTS {
+            let read = match self.store.get(&key).await {
+                Ok(read) => read,
+                Err(err) => return Outcome::Retry(err.to_string()),
+            };
+            let mut stats: UserStats = match &read {
+                None => UserStats::default(),
+                Some(stored) => match serde_json::from_slice(&stored.value) {
+                    Ok(stats) => stats,
+                    // Our own record is unreadable: not the event's fault, so no DROP; the
+                    // resiliency policy retries and an operator sees it in the logs.
+                    Err(err) => return Outcome::Retry(format!("stored {key} is corrupt: {err}")),
+                },
+            };
+            if !stats.apply(kind, data) {
+                self.metrics.duplicates.inc();
+                return Outcome::Success;
+            }
+            let value = match serde_json::to_vec(&stats) {
+                Ok(value) => value,
+                Err(err) => return Outcome::Retry(err.to_string()),
+            };
+            match self
+                .store
+                .put(&key, value, Expect::from_read(read.as_ref()))
+                .await
+            {
+                Ok(()) => {
+                    self.metrics.applied.inc();
+                    return Outcome::Success;
+                }
+                Err(StateError::Conflict) => {
+                    self.metrics.conflicts.inc();
+                }
+                Err(err) => return Outcome::Retry(err.to_string()),
+            }
+        }
+        Outcome::Retry(format!(
+            "{key} kept changing under {MAX_CONFLICTS} attempts"
+        ))
+    }
+}
+
+/// Checks what the type system cannot: the event is about a task of its owner.
+pub fn validate(data: &TaskEventData) -> Result<(), String> {
+    if data.owner_id.is_empty() || data.owner_id.len() > 128 {
+        return Err("owner_id must be 1 to 128 characters".into());
+    }
+    if data.task.owner_id != data.owner_id {
+        return Err("task.owner_id differs from owner_id".into());
+    }
+    if data.version < 1 {
+        return Err("version must be positive".into());
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl<S: StateStore> TopicHandler for StatsConsumer<S> {
+    async fn handle(&self, delivery: Delivery) -> Outcome {
+        let Some(kind) = TaskEventKind::from_event_type(&delivery.event_type) else {
+            return Outcome::Drop(format!("unknown event type {:?}", delivery.event_type));
+        };
+        let data: TaskEventData = match delivery.json() {
+            Ok(data) => data,
+            Err(outcome) => return outcome,
+        };
+        if let Err(reason) = validate(&data) {
+            return Outcome::Drop(format!("event {}: {reason}", delivery.id));
+        }
+        self.apply(kind, &data).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use taskmesh_shared::state::MemoryStateStore;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::stats::tests::{at, data};
+
+    fn delivery(event_type: &str, data: &TaskEventData) -> Delivery {
+        Delivery {
+            id: "e1".into(),
+            source: "test".into(),
+            event_type: event_type.into(),
+            subject: None,
+            topic: "task-events".into(),
+            pubsub: "p".into(),
+            data: serde_json::to_vec(data).unwrap(),
+            data_content_type: "application/json".into(),
+            traceparent: None,
+        }
+    }
+
+    async fn stored(store: &MemoryStateStore) -> UserStats {
+        let read = store.get(&stats_key("alice")).await.unwrap().unwrap();
+        serde_json::from_slice(&read.value).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_concurrent_redeliveries_apply_once() {
+        let store = Arc::new(MemoryStateStore::new());
+        let consumer = Arc::new(StatsConsumer::new(
+            store.clone(),
+            ConsumerMetrics::default(),
+        ));
+        let event = data(Uuid::now_v7(), 1, false, "2026-11-20T08:00:00Z");
+        let deliveries = (0..50).map(|_| {
+            let consumer = consumer.clone();
+            let d = delivery("taskmesh.task.created.v1", &event);
+            tokio::spawn(async move { consumer.handle(d).await })
+        });
+        for outcome in futures::future::join_all(deliveries).await {
+            assert_eq!(outcome.unwrap(), Outcome::Success);
+        }
+        assert_eq!(stored(&store).await.created, 1);
+        assert_eq!(consumer.metrics.applied.get(), 1);
+        assert_eq!(consumer.metrics.duplicates.get(), 49);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_different_events_all_apply() {
+        let store = Arc::new(MemoryStateStore::new());
+        let consumer = Arc::new(StatsConsumer::new(
+            store.clone(),
+            ConsumerMetrics::default(),
+        ));
+        let handles = (0..20).map(|_| {
+            let consumer = consumer.clone();
+            let d = delivery(
+                "taskmesh.task.created.v1",
+                &data(Uuid::now_v7(), 1, false, "2026-11-20T08:00:00Z"),
+            );
+            tokio::spawn(async move { consumer.handle(d).await })
+        });
+        for outcome in futures::future::join_all(handles).await {
+            assert_eq!(outcome.unwrap(), Outcome::Success);
+        }
+        assert_eq!(stored(&store).await.created, 20);
+    }
+
+    #[tokio::test]
+    async fn poison_is_dropped_and_a_down_store_is_retried() {
+        let store = Arc::new(MemoryStateStore::new());
+        let consumer = StatsConsumer::new(store.clone(), ConsumerMetrics::default());
+        let good = data(Uuid::now_v7(), 1, false, "2026-11-20T08:00:00Z");
+
+        let unknown = consumer
+            .handle(delivery("taskmesh.task.created.v9", &good))
+            .await;
+        assert!(matches!(unknown, Outcome::Drop(_)), "{unknown:?}");
+        let mut bad_json = delivery("taskmesh.task.created.v1", &good);
+        bad_json.data = b"{\"task\":".to_vec();
+        assert!(matches!(consumer.handle(bad_json).await, Outcome::Drop(_)));
+        let mut missing = delivery("taskmesh.task.created.v1", &good);
+        missing.data = br#"{"version":1}"#.to_vec();
+        assert!(matches!(consumer.handle(missing).await, Outcome::Drop(_)));
+        let mut foreign = good.clone();
+        foreign.task.owner_id = "mallory".into();
+        assert!(matches!(
+            consumer
+                .handle(delivery("taskmesh.task.created.v1", &foreign))
+                .await,
+            Outcome::Drop(_)
+        ));
+
+        store.set_down(true);
+        let retry = consumer
+            .handle(delivery("taskmesh.task.created.v1", &good))
+            .await;
+        assert!(matches!(retry, Outcome::Retry(_)), "{retry:?}");
+        store.set_down(false);
+        assert_eq!(
+            consumer
+                .handle(delivery("taskmesh.task.created.v1", &good))
+                .await,
+            Outcome::Success
+        );
+        assert_eq!(stored(&store).await.created, 1);
+        let _ = at("2026-11-20T08:00:00Z");
+    }
+}
