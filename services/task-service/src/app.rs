@@ -18,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{Authenticate, PageTokens, TaskApi};
+use crate::api::{Authenticate, InternalTrust, PageTokens, TaskApi};
 use crate::config::Config;
 use crate::outbox::{
     DaprPublisher, OutboxMetrics, OutboxSettings, PgAdvisoryLock, Relay, SeaOutbox, SingleProcess,
@@ -50,6 +50,7 @@ pub struct Application {
     db: Database,
     api: TaskApi,
     verifier: TokenVerifier,
+    internal_trust: Option<InternalTrust>,
     shutdown_grace: Duration,
     metrics: MetricsServer,
     metrics_addr: SocketAddr,
@@ -135,6 +136,10 @@ impl Application {
             db,
             api: TaskApi::new(store, PageTokens::new(secret)),
             verifier: TokenVerifier::new(secret),
+            internal_trust: config.app_api_token.clone().map(|token| InternalTrust {
+                app_api_token: token,
+                callers: config.trusted_callers.clone(),
+            }),
             shutdown_grace: config.shutdown_grace,
             metrics,
             metrics_addr,
@@ -191,7 +196,7 @@ impl Application {
             .add_service(reflection)
             .add_service(TaskServiceServer::with_interceptor(
                 self.api,
-                Authenticate::new(self.verifier),
+                Authenticate::new(self.verifier, self.internal_trust),
             ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
         tracing::info!(addr = %self.addr, service = SERVICE_NAME, "task-service listening");

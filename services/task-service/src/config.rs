@@ -34,6 +34,11 @@ pub struct Config {
     /// Topic of the task events (`TASKMESH_TOPIC_TASK_EVENTS`).
     pub events_topic: String,
     pub outbox: OutboxSettings,
+    /// The token our sidecar presents (`APP_API_TOKEN`); enables calls on behalf of users
+    /// from `trusted_callers`.
+    pub app_api_token: Option<SecretString>,
+    /// Dapr app ids that may act on behalf of users (`TASKMESH_TRUSTED_CALLERS`).
+    pub trusted_callers: Vec<String>,
 }
 
 impl Config {
@@ -117,6 +122,13 @@ impl Config {
                 retention: Duration::from_secs(retention_secs),
                 ..OutboxSettings::default()
             },
+            app_api_token: config::optional(env, "APP_API_TOKEN").map(SecretString::from),
+            trusted_callers: config::optional(env, "TASKMESH_TRUSTED_CALLERS")
+                .unwrap_or_else(|| "recurring-service".to_owned())
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
         })
     }
 

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{self, Change, ListQuery};
 use crate::store::TaskStore;
 
-pub use auth::Authenticate;
+pub use auth::{Authenticate, InternalTrust, ON_BEHALF_OF};
 pub use page_token::PageTokens;
 
 /// The handlers hold only their injected dependencies.
