@@ -1,8 +1,23 @@
-//! The integration sandbox: starts real infrastructure (PostgreSQL today; daprd, Redis and
-//! Kafka as the event work lands) on free loopback ports, and tears it down even when the
-//! test process panics or is killed.
+//! The integration sandbox: starts the real pieces (PostgreSQL, Redis, Kafka, daprd and
+//! the Taskmesh binaries) on free loopback ports, and tears them down even when the test
+//! process panics or is killed.
 #![forbid(unsafe_code)]
 
+pub mod children;
+pub mod client;
+pub mod kafka_broker;
 pub mod net;
 pub mod postgres;
 pub mod process;
+pub mod recorder;
+pub mod redis_server;
+pub mod services;
+pub mod sidecar;
+
+use std::path::PathBuf;
+
+/// The repository root (scripts/, dapr/).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

@@ -1,0 +1,219 @@
+//! Real `daprd` sidecars, self-hosted, on free ports, with the repo's components.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::children::{Supervised, script_output, wait_until};
+use crate::net::free_port;
+
+/// Which pub/sub component the sidecars load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    Redis,
+    Kafka,
+}
+
+impl Broker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
+/// A resources directory made from `dapr/components` and `dapr/pubsub/<broker>`, with the
+/// default addresses replaced by the sandbox's servers.
+pub struct Resources {
+    dir: tempfile::TempDir,
+}
+
+impl Resources {
+    pub fn new(broker: Broker, redis: &str, kafka: Option<&str>) -> anyhow::Result<Self> {
+        let root = crate::repo_root().join("dapr");
+        let dir = tempfile::Builder::new()
+            .prefix("taskmesh-dapr-")
+            .tempdir()?;
+        for source in [
+            root.join("components"),
+            root.join("pubsub").join(broker.name()),
+        ] {
+            for entry in std::fs::read_dir(&source)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    let mut text = std::fs::read_to_string(&path)?.replace("localhost:6379", redis);
+                    if let Some(kafka) = kafka {
+                        text = text.replace("localhost:9092", kafka);
+                    }
+                    let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+                    std::fs::write(dir.path().join(name), text)?;
+                }
+            }
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds a component file (e.g. a test-only binding).
+    pub fn add(&self, file_name: &str, yaml: &str) -> anyhow::Result<()> {
+        std::fs::write(self.dir.path().join(file_name), yaml)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DaprdOptions {
+    pub app_id: String,
+    /// The app's gRPC port; `None` for a sidecar without an app (a publisher only).
+    pub app_port: Option<u16>,
+    pub resources: Vec<PathBuf>,
+    pub config: Option<PathBuf>,
+    /// Required from the app on every call to the sidecar.
+    pub dapr_api_token: Option<String>,
+    /// Presented by the sidecar on every call to the app.
+    pub app_api_token: Option<String>,
+    pub scheduler: Option<String>,
+    pub max_concurrency: Option<u32>,
+    /// A gRPC port picked beforehand (the app must know it before the sidecar starts).
+    pub grpc_port: Option<u16>,
+}
+
+pub struct Daprd {
+    grpc_port: u16,
+    http_port: u16,
+    process: Supervised,
+    _logs: tempfile::TempDir,
+}
+
+pub fn daprd_binary() -> anyhow::Result<PathBuf> {
+    script_output("setup-daprd.sh", &["daprd"])
+}
+
+impl Daprd {
+    pub fn start(options: DaprdOptions) -> anyhow::Result<Self> {
+        let grpc_port = match options.grpc_port {
+            Some(port) => port,
+            None => free_port()?,
+        };
+        let http_port = free_port()?;
+        let (metrics_port, internal_port) = (free_port()?, free_port()?);
+        let mut args: Vec<String> = vec![
+            "--app-id".into(),
+            options.app_id.clone(),
+            "--app-protocol".into(),
+            "grpc".into(),
+            "--dapr-grpc-port".into(),
+            grpc_port.to_string(),
+            "--dapr-http-port".into(),
+            http_port.to_string(),
+            "--dapr-internal-grpc-port".into(),
+            internal_port.to_string(),
+            "--metrics-port".into(),
+            metrics_port.to_string(),
+            "--dapr-listen-addresses".into(),
+            "127.0.0.1".into(),
+            "--placement-host-address".into(),
+            String::new(),
+            "--scheduler-host-address".into(),
+            options.scheduler.clone().unwrap_or_default(),
+            "--log-level".into(),
+            "info".into(),
+        ];
+        if let Some(port) = options.app_port {
+            args.extend(["--app-port".into(), port.to_string()]);
+        }
+        if let Some(n) = options.max_concurrency {
+            args.extend(["--app-max-concurrency".into(), n.to_string()]);
+        }
+        for resources in &options.resources {
+            args.extend(["--resources-path".into(), resources.display().to_string()]);
+        }
+        if let Some(config) = &options.config {
+            args.extend(["--config".into(), config.display().to_string()]);
+        }
+        let mut env = Vec::new();
+        if let Some(token) = &options.dapr_api_token {
+            env.push(("DAPR_API_TOKEN".to_owned(), token.clone()));
+        }
+        if let Some(token) = &options.app_api_token {
+            env.push(("APP_API_TOKEN".to_owned(), token.clone()));
+        }
+        let logs = tempfile::Builder::new()
+            .prefix("taskmesh-daprd-")
+            .tempdir()?;
+        let log = logs.path().join(format!("{}.log", options.app_id));
+        let process = Supervised::spawn(
+            format!("daprd {}", options.app_id),
+            daprd_binary()?,
+            args,
+            env,
+            log,
+        )?;
+        let mut me = Self {
+            grpc_port,
+            http_port,
+            process,
+            _logs: logs,
+        };
+        me.wait_ready()?;
+        Ok(me)
+    }
+
+    /// `/v1.0/healthz/outbound` answers 204 once components are loaded, before the app is
+    /// up, so the app may start after its sidecar.
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let port = self.http_port;
+        wait_until(&mut self.process, Duration::from_secs(30), || {
+            http_status(port, "/v1.0/healthz/outbound") == Some(204)
+        })
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// SIGKILL, as in a crash.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.start()?;
+        self.wait_ready()
+    }
+}
+
+/// The status code of a plain HTTP/1.0 GET on loopback, if anything answered.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
