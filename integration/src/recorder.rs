@@ -9,7 +9,6 @@ use dapr::dapr::proto::runtime::v1::app_callback_server::AppCallbackServer;
 use taskmesh_shared::callback::{Delivery, Outcome, Router, Subscription, TopicHandler};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -68,7 +67,7 @@ impl Recorder {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(AppCallbackServer::new(router))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(taskmesh_shared::net::incoming(listener), async {
                     let _ = stopped.await;
                 }),
         );
@@ -108,24 +107,33 @@ impl Recorder {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.log.changed.notified();
-            let events = self.events();
-            if done(&events) {
+            // Checked under the lock and copied only once done: copying thousands of events
+            // on every delivery would hold up the deliveries themselves.
+            if let Some(events) = self.check(&done) {
                 return Ok(events);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let events = self.events();
-                if done(&events) {
+                if let Some(events) = self.check(&done) {
                     return Ok(events);
                 }
                 anyhow::bail!(
                     "after {timeout:?} the subscriber has {} events, not what the test waits for",
-                    events.len()
+                    self.log
+                        .events
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .len()
                 );
             }
         }
     }
 
-    /// Waits for events about `subjects`, `per_subject` each (distinct ids).
+    fn check(&self, done: &impl Fn(&[Received]) -> bool) -> Option<Vec<Received>> {
+        let events = self.log.events.lock().unwrap_or_else(|e| e.into_inner());
+        done(&events).then(|| events.clone())
+    }
+
+    /// Waits until `ids` distinct event ids have arrived.
     pub async fn wait_for_ids(
         &self,
         ids: usize,

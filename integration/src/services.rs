@@ -35,7 +35,12 @@ impl ServiceProcess {
     /// Starts `name` with `env` (plus APP_PORT, METRICS_PORT, RUST_LOG) and waits until it
     /// accepts connections.
     pub fn start(name: &str, env: Vec<(String, String)>) -> anyhow::Result<Self> {
-        let (port, metrics_port) = (free_port()?, free_port()?);
+        Self::start_on(name, free_port()?, env)
+    }
+
+    /// Like `start`, on a given port.
+    pub fn start_on(name: &str, port: u16, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        let metrics_port = free_port()?;
         let mut full = vec![
             ("APP_PORT".to_owned(), port.to_string()),
             ("METRICS_PORT".to_owned(), metrics_port.to_string()),

@@ -81,6 +81,8 @@ pub struct DaprdOptions {
     pub max_concurrency: Option<u32>,
     /// A gRPC port picked beforehand (the app must know it before the sidecar starts).
     pub grpc_port: Option<u16>,
+    /// A fixed HTTP port (for `just up`, so that curl commands in the README work).
+    pub http_port: Option<u16>,
 }
 
 pub struct Daprd {
@@ -100,7 +102,10 @@ impl Daprd {
             Some(port) => port,
             None => free_port()?,
         };
-        let http_port = free_port()?;
+        let http_port = match options.http_port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let (metrics_port, internal_port) = (free_port()?, free_port()?);
         let mut args: Vec<String> = vec![
             "--app-id".into(),
@@ -216,4 +221,26 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// `POST` JSON to the sidecar's HTTP API, as `dapr invoke` does; returns status and body.
+pub fn http_post_json(port: u16, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

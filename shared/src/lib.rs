@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod net;
 pub mod occurrence;
 pub mod recurrence;
 pub mod shutdown;

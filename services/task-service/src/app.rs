@@ -12,9 +12,9 @@ use taskmesh_proto::tasks::v1::task_service_server::TaskServiceServer;
 use taskmesh_shared::auth::TokenVerifier;
 use taskmesh_shared::config::ConfigError;
 use taskmesh_shared::metrics::MetricsServer;
+use taskmesh_shared::net::incoming;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
@@ -198,7 +198,7 @@ impl Application {
                 self.api,
                 Authenticate::new(self.verifier, self.internal_trust),
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+            .serve_with_incoming_shutdown(incoming(self.listener), signal);
         tracing::info!(addr = %self.addr, service = SERVICE_NAME, "task-service listening");
 
         let grace = self.shutdown_grace;

@@ -292,11 +292,12 @@ impl AppCallback for Router {
         .await
     }
 
+    // Not token-checked: daprd 1.18.1 asks for the subscriptions without the app token
+    // (it sends it on every call that carries data), and the list reveals no data.
     async fn list_topic_subscriptions(
         &self,
-        request: Request<()>,
+        _request: Request<()>,
     ) -> Result<Response<ListTopicSubscriptionsResponse>, Status> {
-        self.authorize(&request)?;
         Ok(Response::new(ListTopicSubscriptionsResponse {
             subscriptions: self
                 .subscriptions
@@ -319,9 +320,8 @@ impl AppCallback for Router {
 
     async fn list_input_bindings(
         &self,
-        request: Request<()>,
+        _request: Request<()>,
     ) -> Result<Response<ListInputBindingsResponse>, Status> {
-        self.authorize(&request)?;
         Ok(Response::new(ListInputBindingsResponse::default()))
     }
 

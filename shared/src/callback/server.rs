@@ -14,7 +14,6 @@ use dapr::dapr::proto::runtime::v1::app_callback_server::AppCallbackServer;
 use prometheus_client::registry::Registry;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use super::Router;
@@ -139,7 +138,7 @@ impl CallbackServer {
             .add_service(health_service)
             .add_service(AppCallbackHealthCheckServer::new(AlwaysHealthy))
             .add_service(AppCallbackServer::new(self.router))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+            .serve_with_incoming_shutdown(crate::net::incoming(self.listener), signal);
         tracing::info!(addr = %self.addr, metrics = %self.metrics_addr, "{name} listening");
         let grace = self.grace;
         let deadline = async move {

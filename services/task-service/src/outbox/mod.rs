@@ -113,7 +113,7 @@ impl Default for OutboxSettings {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(24 * 3600),
             backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(5),
         }
     }
 }

@@ -132,13 +132,21 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
 
     /// Publishes one batch; returns how many events it held.
     async fn cycle(&mut self) -> Result<u64, CycleError> {
+        let started = Instant::now();
         let batch = self.store.pending(self.settings.batch_size).await?;
         let count = batch.len() as u64;
+        let fetched = started.elapsed();
+        let (mut publishing, mut marking) = (Duration::ZERO, Duration::ZERO);
         for wave in waves(batch) {
             let seqs: Vec<i64> = wave.iter().map(|e| e.seq).collect();
-            match self.publisher.publish(&wave).await {
+            let publish_started = Instant::now();
+            let published = self.publisher.publish(&wave).await;
+            publishing += publish_started.elapsed();
+            match published {
                 Ok(()) => {
+                    let mark_started = Instant::now();
                     self.store.mark_published(&seqs, chrono::Utc::now()).await?;
+                    marking += mark_started.elapsed();
                     self.metrics.published.inc_by(seqs.len() as u64);
                 }
                 Err(PublishError::Partial {
@@ -164,6 +172,15 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                     return Err(err.into());
                 }
             }
+        }
+        if count > 0 {
+            tracing::debug!(
+                count,
+                ?fetched,
+                ?publishing,
+                ?marking,
+                "outbox batch published"
+            );
         }
         Ok(count)
     }

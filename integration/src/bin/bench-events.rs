@@ -1,0 +1,346 @@
+//! `just bench-events`: the event path through real daprd, on Redis Streams and on Kafka.
+//!
+//! (a) daprd's own ceiling: `PublishEvent` straight to the sidecar from a minimal client;
+//! (b) the outbox relay's sustained rate draining a backlog of 20,000 events;
+//! (c) end-to-end latency from `CreateTask` returning to the test subscriber receiving the
+//!     event, at a steady 500 tasks/s.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dapr::dapr::proto::runtime::v1::PublishEventRequest;
+use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use taskmesh_integration::client::task_client;
+use taskmesh_integration::kafka_broker::KafkaBroker;
+use taskmesh_integration::net::free_port;
+use taskmesh_integration::recorder::Recorder;
+use taskmesh_integration::redis_server::RedisServer;
+use taskmesh_integration::services::ServiceProcess;
+use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
+use taskmesh_proto::tasks::v1::CreateTaskRequest;
+
+const SECRET: &str = "bench-secret-0123456789abcdef";
+const PUBSUB: &str = "taskmesh-pubsub";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Row {
+    broker: &'static str,
+    what: &'static str,
+    figure: String,
+    target: String,
+}
+
+/// (a): `concurrency` publishers of a task-sized CloudEvent for `secs`.
+async fn sidecar_ceiling(
+    endpoint: &str,
+    topic: &str,
+    concurrency: usize,
+    secs: u64,
+) -> anyhow::Result<f64> {
+    let client = DaprClient::connect(endpoint.to_owned()).await?;
+    let payload = serde_json::json!({
+        "specversion": "1.0", "id": "x", "source": "bench", "type": "taskmesh.bench.v1",
+        "subject": "s", "datacontenttype": "application/json",
+        "data": {"task": {"title": "a task of typical size", "description": "x".repeat(200)}}
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let mut client = client.clone();
+        let topic = topic.to_owned();
+        let mut event = payload.clone();
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                event["id"] = format!("{w}-{n}").into();
+                client
+                    .publish_event(PublishEventRequest {
+                        pubsub_name: PUBSUB.into(),
+                        topic: topic.clone(),
+                        data: serde_json::to_vec(&event)?,
+                        data_content_type: "application/cloudevents+json".into(),
+                        metadata: HashMap::from([("partitionKey".into(), format!("{w}-{n}"))]),
+                    })
+                    .await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await??;
+    }
+    Ok(total as f64 / secs as f64)
+}
+
+fn metric(service: &ServiceProcess, name: &str) -> f64 {
+    service
+        .metrics()
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn bench(
+    broker: Broker,
+    redis: &RedisServer,
+    kafka: Option<&KafkaBroker>,
+) -> anyhow::Result<Vec<Row>> {
+    let name = match broker {
+        Broker::Redis => "redis",
+        Broker::Kafka => "kafka",
+    };
+    let secs = env_u64("BENCH_SECS", 10);
+    let backlog = env_u64("BENCH_BACKLOG", 20_000) as usize;
+    let rate = env_u64("BENCH_RATE", 500);
+    let resources = Resources::new(
+        broker,
+        &redis.addr(),
+        kafka.map(KafkaBroker::bootstrap).as_deref(),
+    )?;
+    let topic = format!("bench-{name}-{}", std::process::id());
+    let recorder = Recorder::start(PUBSUB, &[&topic]).await?;
+    let _recorder_sidecar = Daprd::start(DaprdOptions {
+        app_id: format!("bench-subscriber-{name}"),
+        app_port: Some(recorder.port()),
+        resources: vec![resources.path().to_owned()],
+        ..DaprdOptions::default()
+    })?;
+    let dir = tempfile::tempdir()?;
+    let sidecar_grpc = free_port()?;
+    let task = ServiceProcess::start(
+        "task-service",
+        vec![
+            (
+                "DATABASE_URL".into(),
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("tasks.db").display()
+                ),
+            ),
+            ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
+            ("DAPR_GRPC_PORT".into(), sidecar_grpc.to_string()),
+            ("TASKMESH_TOPIC_TASK_EVENTS".into(), topic.clone()),
+            (
+                "RUST_LOG".into(),
+                std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
+        ],
+    )?;
+    let client = task_client(&task.endpoint(), SECRET, "bench")?;
+
+    // (b) first, while the sidecar is not up yet: the backlog builds in the outbox.
+    eprintln!("[{name}] building a backlog of {backlog} events");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (mut client, next) = (client.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < backlog {
+                client
+                    .create_task(CreateTaskRequest {
+                        title: "backlog".into(),
+                        ..CreateTaskRequest::default()
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let started = Instant::now();
+    let mut task_sidecar = Daprd::start(DaprdOptions {
+        app_id: "task-service".into(),
+        app_port: Some(task.port()),
+        grpc_port: Some(sidecar_grpc),
+        resources: vec![resources.path().to_owned()],
+        ..DaprdOptions::default()
+    })?;
+    let sidecar_up = started.elapsed();
+    // The relay was backing off while the sidecar was away: the clock starts with its
+    // first accepted event, and the rate counts the events after that one.
+    let waiting = Instant::now();
+    while metric(&task, "taskmesh_outbox_published_events_total") < 1.0 {
+        anyhow::ensure!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "nothing published in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let drain_start = Instant::now();
+    let first = metric(&task, "taskmesh_outbox_published_events_total");
+    while metric(&task, "taskmesh_outbox_published_events_total") < backlog as f64 {
+        anyhow::ensure!(
+            drain_start.elapsed() < Duration::from_secs(300),
+            "backlog not drained in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let relay_rate = (backlog as f64 - first) / drain_start.elapsed().as_secs_f64();
+    eprintln!("[{name}] sidecar up in {sidecar_up:?}; relay drained at {relay_rate:.0}/s");
+    for line in task
+        .log()
+        .lines()
+        .filter(|l| l.contains("outbox batch"))
+        .take(3)
+    {
+        eprintln!("    {line}");
+    }
+    let delivery_start = Instant::now();
+    recorder
+        .wait_until(Duration::from_secs(300), |events| events.len() >= backlog)
+        .await?;
+    eprintln!(
+        "[{name}] the subscriber had all {backlog} events {:?} after the relay finished",
+        delivery_start.elapsed()
+    );
+    recorder.clear();
+
+    // (a) on the same sidecar and broker, now that the relay is idle. A topic of its own
+    // that nobody subscribes to: the figure is the publish path, like the relay's.
+    let ceiling = sidecar_ceiling(
+        &task_sidecar.grpc_endpoint(),
+        &format!("{topic}-ceiling"),
+        32,
+        secs,
+    )
+    .await?;
+    eprintln!("[{name}] daprd PublishEvent ceiling {ceiling:.0}/s");
+
+    // (c) steady load: CreateTask returned -> subscriber received.
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let total = (rate * secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut calls = Vec::with_capacity(total);
+    for _ in 0..total {
+        tick.tick().await;
+        let (mut client, sent) = (client.clone(), sent.clone());
+        calls.push(tokio::spawn(async move {
+            let task = client
+                .create_task(CreateTaskRequest {
+                    title: "latency".into(),
+                    ..CreateTaskRequest::default()
+                })
+                .await?
+                .into_inner();
+            sent.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(task.id, Instant::now());
+            anyhow::Ok(())
+        }));
+    }
+    for call in calls {
+        call.await??;
+    }
+    let sent = sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let events = recorder
+        .wait_until(Duration::from_secs(120), |events| {
+            events
+                .iter()
+                .filter(|e| e.subject.as_ref().is_some_and(|s| sent.contains_key(s)))
+                .count()
+                >= total
+        })
+        .await?;
+    let mut latencies: Vec<f64> = events
+        .iter()
+        .filter_map(|e| {
+            let t0 = sent.get(e.subject.as_deref()?)?;
+            Some(e.at.saturating_duration_since(*t0).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get((latencies.len() as f64 * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    eprintln!(
+        "[{name}] end-to-end p50 {p50:.2} ms, p99 {p99:.2} ms over {} events",
+        latencies.len()
+    );
+    task_sidecar.kill();
+
+    let ratio = relay_rate / ceiling;
+    let latency_target = match broker {
+        Broker::Redis => "p50 <= 10 ms, p99 <= 50 ms".to_owned(),
+        Broker::Kafka => "(no target)".to_owned(),
+    };
+    Ok(vec![
+        Row {
+            broker: name,
+            what: "(a) daprd PublishEvent ceiling, c=32",
+            figure: format!("{ceiling:.0} events/s"),
+            target: String::new(),
+        },
+        Row {
+            broker: name,
+            what: "(b) relay draining 20,000",
+            figure: format!("{relay_rate:.0} events/s = {ratio:.2}x (a)"),
+            target: format!(
+                ">= 2,000/s and >= 0.9x: {}",
+                if relay_rate >= 2000.0 && ratio >= 0.9 {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            ),
+        },
+        Row {
+            broker: name,
+            what: "(c) CreateTask -> subscriber, 500/s",
+            figure: format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+            target: if broker == Broker::Redis {
+                format!(
+                    "{latency_target}: {}",
+                    if p50 <= 10.0 && p99 <= 50.0 {
+                        "met"
+                    } else {
+                        "MISSED"
+                    }
+                )
+            } else {
+                latency_target
+            },
+        },
+    ])
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let brokers = std::env::var("BENCH_BROKERS").unwrap_or_else(|_| "redis,kafka".into());
+    let redis = RedisServer::start()?;
+    let mut rows = Vec::new();
+    if brokers.contains("redis") {
+        rows.extend(bench(Broker::Redis, &redis, None).await?);
+    }
+    if brokers.contains("kafka") {
+        let kafka = KafkaBroker::start()?;
+        rows.extend(bench(Broker::Kafka, &redis, Some(&kafka)).await?);
+    }
+    println!();
+    println!("| broker | measure | figure | target |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.broker, row.what, row.figure, row.target
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `just up`: the whole system on this machine, from the same parts the integration tests
+//! use: a private Redis (state store and Redis Streams pub/sub), one daprd per service,
+//! task-service on :50051 (SQLite in .data/, dev mode unless TASKMESH_JWT_SECRET is set)
+//! and the subscriber services. Ctrl-C stops everything.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use taskmesh_integration::net::free_port;
+use taskmesh_integration::redis_server::RedisServer;
+use taskmesh_integration::services::ServiceProcess;
+use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
+
+/// Fixed ports, so that commands in the README work.
+const SERVICES: [(&str, u16, u16); 4] = [
+    ("task-service", 50051, 3500),
+    ("notification-service", 50052, 3502),
+    ("recurring-service", 50053, 3503),
+    ("analytics-service", 50054, 3504),
+];
+
+struct Running {
+    _service: ServiceProcess,
+    sidecar: Daprd,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let root = taskmesh_integration::repo_root();
+    let data = root.join(".data");
+    std::fs::create_dir_all(&data)?;
+    let redis = RedisServer::start()?;
+    let resources = Resources::new(Broker::Redis, &redis.addr(), None)?;
+    let app_token = uuid::Uuid::new_v4().simple().to_string();
+    let mut running = Vec::new();
+    for (name, port, http_port) in SERVICES {
+        if taskmesh_integration::services::binary(name).is_err() {
+            eprintln!("taskmesh-up: {name} is not built yet; skipping it");
+            continue;
+        }
+        let sidecar_grpc = free_port()?;
+        let mut env = vec![
+            ("DAPR_GRPC_PORT".to_owned(), sidecar_grpc.to_string()),
+            ("APP_API_TOKEN".to_owned(), app_token.clone()),
+        ];
+        if name == "task-service" {
+            env.push((
+                "DATABASE_URL".into(),
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    data.join("task-service.db").display()
+                ),
+            ));
+            if std::env::var_os("TASKMESH_JWT_SECRET").is_none() {
+                env.push(("TASKMESH_DEV_MODE".into(), "true".into()));
+            }
+        }
+        let service = ServiceProcess::start_on(name, port, env)?;
+        let sidecar = Daprd::start(DaprdOptions {
+            app_id: name.to_owned(),
+            app_port: Some(port),
+            grpc_port: Some(sidecar_grpc),
+            http_port: Some(http_port),
+            resources: vec![resources.path().to_owned()],
+            config: Some(root.join("dapr/config.yaml")),
+            app_api_token: Some(app_token.clone()),
+            ..DaprdOptions::default()
+        })?;
+        println!(
+            "{name:<22} gRPC 127.0.0.1:{port}   sidecar HTTP 127.0.0.1:{http_port}   metrics 127.0.0.1:{}",
+            service.metrics_port()
+        );
+        running.push(Running {
+            _service: service,
+            sidecar,
+        });
+    }
+    println!("redis                  127.0.0.1:{}", redis.port());
+    println!();
+    println!(
+        "Try: just taskctl login --user alice && just taskctl add \"Water plants\" --due tomorrow"
+    );
+    println!(
+        "     curl -s localhost:3504/v1.0/invoke/analytics-service/method/stats/get -d '{{\"user_id\":\"alice\"}}'"
+    );
+    println!(
+        "Logs: each process writes to a file under /tmp (taskmesh-*). Ctrl-C stops everything."
+    );
+    taskmesh_shared::shutdown::signal().await;
+    for r in &running {
+        eprintln!(
+            "stopping; sidecar log was {}",
+            r.sidecar.log_path().display()
+        );
+    }
+    drop(running);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
