@@ -55,6 +55,12 @@ bench-events: setup
     cargo build --release -p task-service -p taskmesh-integration --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-events"
 
+# The subscriber services on Redis through real daprd: analytics events/s (new and
+# redelivered), recurring completions/s, CompleteTask-to-next-occurrence latency.
+bench-consumers: setup
+    cargo build --release --workspace --bins
+    "${CARGO_TARGET_DIR:-target}/release/bench-consumers"
+
 # Run grpcurl (built from the Go module proxy on first use), e.g. `just grpcurl -plaintext localhost:50051 list`.
 grpcurl *args:
     "$(scripts/setup-go-tool.sh grpcurl {{grpcurl_module}})" {{args}}

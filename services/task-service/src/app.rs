@@ -22,7 +22,6 @@ use crate::api::{Authenticate, InternalTrust, PageTokens, TaskApi};
 use crate::config::Config;
 use crate::outbox::{
     DaprPublisher, OutboxMetrics, OutboxSettings, PgAdvisoryLock, Relay, SeaOutbox, SingleProcess,
-    spawn_pg_wakeups,
 };
 use crate::store::{Database, SeaTaskStore, is_sqlite};
 
@@ -64,11 +63,14 @@ struct OutboxParts {
     wake: Arc<Notify>,
     settings: OutboxSettings,
     metrics: OutboxMetrics,
-    /// Set on PostgreSQL, where replicas elect the publisher and wake it with NOTIFY.
+    /// Set on PostgreSQL, where replicas elect the publisher and it polls for the others' events.
     postgres_url: Option<SecretString>,
 }
 
 const SERVICE_NAME: &str = "taskmesh.tasks.v1.TaskService";
+/// On PostgreSQL other replicas commit too: the publishing relay looks for their events
+/// this often (one indexed query; its own commits wake it at once).
+const PG_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
@@ -243,13 +245,13 @@ impl OutboxParts {
         } = self;
         match postgres_url {
             Some(url) => {
-                let wakeups = spawn_pg_wakeups(url.clone(), wake.clone());
+                let settings = OutboxSettings {
+                    poll_interval: PG_POLL_INTERVAL,
+                    ..settings
+                };
                 let leadership = PgAdvisoryLock::new(url);
                 let relay = Relay::new(store, publisher, leadership, wake, settings, metrics);
-                tokio::spawn(async move {
-                    relay.run(stop).await;
-                    wakeups.abort();
-                })
+                tokio::spawn(relay.run(stop))
             }
             None => {
                 let relay = Relay::new(store, publisher, SingleProcess, wake, settings, metrics);

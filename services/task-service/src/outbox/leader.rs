@@ -3,17 +3,13 @@
 //! advisory lock elects one: it is released by PostgreSQL when its holder's connection
 //! ends, so a crashed leader is replaced within one retry interval.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sea_orm::sqlx::postgres::{PgConnection, PgListener};
+use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection as _};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Notify;
 
-/// The channel every commit with an event NOTIFYs (see the store).
-pub const WAKE_CHANNEL: &str = "taskmesh_outbox";
 /// Arbitrary but fixed: "taskmesh" in ASCII.
 const LOCK_KEY: i64 = 0x7461_736b_6d65_7368;
 
@@ -106,27 +102,4 @@ impl Leadership for PgAdvisoryLock {
         }
         true
     }
-}
-
-/// Forwards the NOTIFYs of every replica's commits to `wake`, so the leader publishes
-/// other replicas' events without waiting for its poll interval.
-pub fn spawn_pg_wakeups(url: SecretString, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let listener = async {
-                let mut listener = PgListener::connect(url.expose_secret()).await?;
-                listener.listen(WAKE_CHANNEL).await?;
-                loop {
-                    // `recv` reconnects by itself after a lost connection.
-                    listener.recv().await?;
-                    wake.notify_one();
-                }
-            };
-            let result: Result<(), sqlx::Error> = listener.await;
-            if let Err(err) = result {
-                tracing::warn!(%err, "outbox wake-up listener failed; polling until it is back");
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    })
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr,
-    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, Order, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 use taskmesh_shared::error::ApiError;
 use taskmesh_shared::events::TaskEvent;
@@ -22,7 +22,6 @@ use crate::domain::{
     Change, ChangeKind, ListQuery, NewTask, OrderBy, Priority, StatusFilter, Task,
 };
 use crate::events;
-use crate::outbox::WAKE_CHANNEL;
 
 #[derive(Debug, Clone)]
 pub struct SeaTaskStore {
@@ -53,12 +52,6 @@ impl SeaTaskStore {
             .exec_without_returning(txn)
             .await
             .map_err(db_error)?;
-        if txn.get_database_backend() == DatabaseBackend::Postgres {
-            // Delivered at commit, to the relay of whichever replica publishes.
-            txn.execute_unprepared(&format!("NOTIFY {WAKE_CHANNEL}"))
-                .await
-                .map_err(db_error)?;
-        }
         Ok(())
     }
 
