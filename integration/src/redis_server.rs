@@ -15,6 +15,15 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// A Redis that keeps its data across `stop`/`restart` (append-only file).
+    pub fn start_persistent() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> anyhow::Result<Self> {
         let bin = script_output("setup-redis.sh", &[])?;
         let dir = tempfile::Builder::new()
             .prefix("taskmesh-redis-")
@@ -28,7 +37,7 @@ impl RedisServer {
             "--save",
             "",
             "--appendonly",
-            "no",
+            if persistent { "yes" } else { "no" },
             "--dir",
             &dir.path().display().to_string(),
         ]

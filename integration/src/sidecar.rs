@@ -32,14 +32,25 @@ pub struct Resources {
 
 impl Resources {
     pub fn new(broker: Broker, redis: &str, kafka: Option<&str>) -> anyhow::Result<Self> {
+        Self::with_state_store(broker, redis, redis, kafka)
+    }
+
+    /// Like `new`, with the state store on its own Redis (to stop one but not the other).
+    pub fn with_state_store(
+        broker: Broker,
+        redis: &str,
+        state_redis: &str,
+        kafka: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let root = crate::repo_root().join("dapr");
         let dir = tempfile::Builder::new()
             .prefix("taskmesh-dapr-")
             .tempdir()?;
-        for source in [
-            root.join("components"),
-            root.join("pubsub").join(broker.name()),
-        ] {
+        let sources = [
+            (root.join("components"), state_redis),
+            (root.join("pubsub").join(broker.name()), redis),
+        ];
+        for (source, redis) in sources {
             for entry in std::fs::read_dir(&source)? {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "yaml") {

@@ -272,3 +272,152 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A completion event of a recurring task, as task-service would publish it.
+fn completion(user: &str, title: &str) -> taskmesh_shared::events::TaskEvent {
+    use taskmesh_shared::events::{TaskEvent, TaskEventData, TaskEventKind, TaskSnapshot};
+    let now = chrono::Utc::now();
+    TaskEvent::task(
+        TaskEventKind::Completed,
+        TaskEventData {
+            task: TaskSnapshot {
+                id: uuid::Uuid::now_v7(),
+                owner_id: user.into(),
+                title: title.into(),
+                description: String::new(),
+                priority: "low".into(),
+                tags: vec![],
+                due_time: Some(now + chrono::Duration::hours(2)),
+                time_zone: None,
+                recurrence: Some("FREQ=WEEKLY".into()),
+                completed: true,
+                completed_time: Some(now),
+                create_time: now - chrono::Duration::hours(1),
+                update_time: now,
+                version: 2,
+            },
+            changed_fields: vec!["completed".into()],
+            version: 2,
+            owner_id: user.into(),
+            occurred_at: now,
+        },
+    )
+}
+
+async fn publish(sidecar: &Daprd, event: &taskmesh_shared::events::TaskEvent) {
+    let mut client = DaprClient::connect(sidecar.grpc_endpoint()).await.unwrap();
+    client
+        .publish_event(PublishEventRequest {
+            pubsub_name: "taskmesh-pubsub".into(),
+            topic: "task-events".into(),
+            data: serde_json::to_vec(event).unwrap(),
+            data_content_type: "application/cloudevents+json".into(),
+            metadata: HashMap::new(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_redeliveries_have_one_effect_and_a_state_store_outage_loses_nothing() {
+    let broker = RedisServer::start().unwrap();
+    let mut state = RedisServer::start_persistent().unwrap();
+    let resources =
+        Resources::with_state_store(Broker::Redis, &broker.addr(), &state.addr(), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = app(
+        "task-service",
+        &resources,
+        vec![
+            (
+                "DATABASE_URL".into(),
+                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            ),
+            ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
+        ],
+    );
+    let _recurring = app("recurring-service", &resources, vec![]);
+    let analytics = app("analytics-service", &resources, vec![]);
+
+    // The same event 50 times, 25 of them at once: one completion counted, one successor.
+    let event = completion("bob", "Take out the bins");
+    for _ in 0..25 {
+        publish(&tasks.sidecar, &event).await;
+    }
+    let burst = (0..25).map(|_| {
+        let (endpoint, event) = (tasks.sidecar.grpc_endpoint(), event.clone());
+        tokio::spawn(async move {
+            let mut client = DaprClient::connect(endpoint).await.unwrap();
+            client
+                .publish_event(PublishEventRequest {
+                    pubsub_name: "taskmesh-pubsub".into(),
+                    topic: "task-events".into(),
+                    data: serde_json::to_vec(&event).unwrap(),
+                    data_content_type: "application/cloudevents+json".into(),
+                    metadata: HashMap::new(),
+                })
+                .await
+                .unwrap();
+        })
+    });
+    futures::future::join_all(burst).await;
+    let dedup = "taskmesh_analytics_dedup_hits_total";
+    eventually(Duration::from_secs(30), async || {
+        (analytics.service.metrics().contains(&format!("{dedup} 49"))).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("50 deliveries not seen: {}", analytics.service.metrics()));
+    let bob_stats = stats(&analytics, "bob");
+    assert_eq!(bob_stats["completed"], 1, "{bob_stats}");
+    let mut bob = task_client(&tasks.service.endpoint(), SECRET, "bob").unwrap();
+    let successors = bob
+        .list_tasks(ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(successors.len(), 1, "one next occurrence for 50 deliveries");
+
+    // The state store goes away for 10 s while events keep coming: RETRY, then recovery.
+    let mut carol = task_client(&tasks.service.endpoint(), SECRET, "carol").unwrap();
+    carol
+        .create_task(CreateTaskRequest {
+            title: "before".into(),
+            ..CreateTaskRequest::default()
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), async || {
+        (stats(&analytics, "carol")["created"] == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    state.stop();
+    for i in 0..5 {
+        carol
+            .create_task(CreateTaskRequest {
+                title: format!("during {i}"),
+                ..CreateTaskRequest::default()
+            })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    state.restart().unwrap();
+    eventually(Duration::from_secs(90), async || {
+        (stats(&analytics, "carol")["created"] == 6).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "after the outage carol has {} created;\nanalytics:\n{}\nits sidecar:\n{}",
+            stats(&analytics, "carol")["created"],
+            tail(&analytics.service.log()),
+            tail(&analytics.sidecar.log())
+        )
+    });
+    assert!(
+        analytics.service.log().contains("RETRY"),
+        "the outage was answered with RETRY"
+    );
+}

@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     println!("redis                  127.0.0.1:{}", redis.port());
     println!();
     println!(
-        "Try: just taskctl login --user alice && just taskctl add \"Water plants\" --due tomorrow"
+        "Try: just taskctl login --user alice && just taskctl add \"Water plants\" --due \"2030-01-06 08:00\" --every FREQ=DAILY"
     );
     println!(
         "     curl -s localhost:3504/v1.0/invoke/analytics-service/method/stats/get -d '{{\"user_id\":\"alice\"}}'"
