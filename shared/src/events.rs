@@ -135,6 +135,62 @@ impl TaskEvent {
     }
 }
 
+/// The topic notification-service publishes fired reminders on.
+pub const TASK_REMINDERS_TOPIC: &str = "task-reminders";
+/// The CloudEvent `source` of reminders.
+pub const NOTIFICATION_SERVICE_SOURCE: &str = "taskmesh/notification-service";
+
+/// What a fired reminder says (`taskmesh.task.due_soon.v1` and `taskmesh.task.overdue.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderData {
+    pub task_id: Uuid,
+    pub owner_id: String,
+    pub title: String,
+    pub due_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// How long before the due time the reminder was meant to fire.
+    pub lead_time_secs: u64,
+    pub fired_at: DateTime<Utc>,
+}
+
+/// Which reminder fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReminderKind {
+    DueSoon,
+    Overdue,
+}
+
+impl ReminderKind {
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::DueSoon => "taskmesh.task.due_soon.v1",
+            Self::Overdue => "taskmesh.task.overdue.v1",
+        }
+    }
+}
+
+pub type ReminderEvent = CloudEvent<ReminderData>;
+
+impl ReminderEvent {
+    /// A reminder event; `id` is derived from the task and due time by the caller, so the
+    /// same reminder fired twice carries the same id.
+    pub fn reminder(kind: ReminderKind, id: String, data: ReminderData) -> Self {
+        Self {
+            specversion: "1.0".to_owned(),
+            id,
+            source: NOTIFICATION_SERVICE_SOURCE.to_owned(),
+            event_type: kind.event_type().to_owned(),
+            subject: Some(data.task_id.to_string()),
+            time: Some(data.fired_at),
+            datacontenttype: Some(JSON_CONTENT_TYPE.to_owned()),
+            data,
+            traceparent: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -1,0 +1,154 @@
+//! Task events: keep the task record (once per version), add the notification the change
+//! deserves, and move the task's reminder job.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono_tz::Tz;
+use taskmesh_shared::callback::{Delivery, Outcome, TopicHandler};
+use taskmesh_shared::events::{TaskEventData, TaskEventKind};
+use taskmesh_shared::occurrence::next_occurrence;
+use taskmesh_shared::recurrence::RecurrenceRule;
+use taskmesh_shared::state::StateStore;
+
+use crate::inbox::{Notification, NotificationKind};
+use crate::records::{Change, task_key};
+use crate::reminder::TaskRecord;
+use crate::reminders::{Reminders, local_time};
+
+pub struct TaskEventConsumer<S> {
+    kind: TaskEventKind,
+    reminders: Arc<Reminders<S>>,
+}
+
+impl<S> TaskEventConsumer<S> {
+    pub fn new(kind: TaskEventKind, reminders: Arc<Reminders<S>>) -> Self {
+        Self { kind, reminders }
+    }
+}
+
+/// What the stored record said about an event.
+enum Seen {
+    /// A newer version is applied already.
+    Older,
+    /// This version is applied already (a redelivery): its effects are made sure of again,
+    /// in case the first delivery died half-way.
+    Again(TaskRecord),
+    New {
+        record: TaskRecord,
+        had_job: bool,
+    },
+}
+
+#[async_trait]
+impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
+    async fn handle(&self, delivery: Delivery) -> Outcome {
+        let event: TaskEventData = match delivery.json() {
+            Ok(event) => event,
+            Err(drop) => return drop,
+        };
+        if event.owner_id.is_empty() || event.task.owner_id != event.owner_id {
+            return Outcome::Drop(format!("event {} has no consistent owner_id", delivery.id));
+        }
+        let seen = self
+            .reminders
+            .records()
+            .update(
+                &task_key(event.task.id),
+                |current: Option<TaskRecord>| match current {
+                    Some(current) if current.version > event.version => Change::Keep(Seen::Older),
+                    Some(current) if current.version == event.version => {
+                        Change::Keep(Seen::Again(current))
+                    }
+                    previous => {
+                        let had_job = previous.as_ref().is_some_and(|p| p.due_time.is_some());
+                        let record = TaskRecord::after(previous.as_ref(), self.kind, &event);
+                        Change::Write(record.clone(), Seen::New { record, had_job })
+                    }
+                },
+            )
+            .await;
+        let (record, had_job) = match seen {
+            Err(err) => return Outcome::Retry(err.to_string()),
+            Ok(Seen::Older) => {
+                self.reminders.metrics().duplicates.inc();
+                return Outcome::Success;
+            }
+            Ok(Seen::Again(record)) => {
+                self.reminders.metrics().duplicates.inc();
+                (record, true)
+            }
+            Ok(Seen::New { record, had_job }) => {
+                self.reminders.metrics().applied.inc();
+                (record, had_job)
+            }
+        };
+        if let Some(notification) = notification_for(self.kind, &event, &delivery.id)
+            && let Err(err) = self.reminders.notify(&event.owner_id, notification).await
+        {
+            return Outcome::Retry(err.to_string());
+        }
+        match self.reminders.sync(&record, had_job).await {
+            Ok(()) => Outcome::Success,
+            Err(err) => Outcome::Retry(err.to_string()),
+        }
+    }
+}
+
+/// The notification a change deserves, if any; its id is the event's, so a redelivery
+/// adds nothing.
+pub fn notification_for(
+    kind: TaskEventKind,
+    event: &TaskEventData,
+    event_id: &str,
+) -> Option<Notification> {
+    let task = &event.task;
+    let open = !task.completed && kind != TaskEventKind::Deleted;
+    let when = |due| local_time(due, task.time_zone.as_deref());
+    let (kind, message, due_time) = match kind {
+        TaskEventKind::Created if open => {
+            let due = task.due_time?;
+            (
+                NotificationKind::DueTimeSet,
+                format!("{} is due {}", task.title, when(due)),
+                Some(due),
+            )
+        }
+        TaskEventKind::Updated if open && event.changed_fields.iter().any(|f| f == "due_time") => {
+            let due = task.due_time?;
+            (
+                NotificationKind::DueTimeChanged,
+                format!("{} is now due {}", task.title, when(due)),
+                Some(due),
+            )
+        }
+        TaskEventKind::Completed => {
+            let rule: RecurrenceRule = task.recurrence.as_deref()?.parse().ok()?;
+            let tz: Tz = match task.time_zone.as_deref() {
+                None => Tz::UTC,
+                Some(name) => name.parse().ok()?,
+            };
+            let next = next_occurrence(&rule, task.due_time?, tz)?;
+            (
+                NotificationKind::RolledOver,
+                format!(
+                    "{} is done; the next one is due {}",
+                    task.title,
+                    when(next.due)
+                ),
+                Some(next.due),
+            )
+        }
+        _ => return None,
+    };
+    Some(Notification {
+        id: event_id.to_owned(),
+        kind,
+        task_id: task.id,
+        title: task.title.clone(),
+        message,
+        created_at: event.occurred_at,
+        due_time,
+        read: false,
+    })
+}

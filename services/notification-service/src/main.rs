@@ -1,0 +1,29 @@
+#![forbid(unsafe_code)]
+
+use notification_service::app::{self, Config};
+use taskmesh_shared::config::ProcessEnv;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %taskmesh_shared::error::chain(err.as_ref()), "notification-service failed");
+            eprintln!(
+                "notification-service: {}",
+                taskmesh_shared::error::chain(err.as_ref())
+            );
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = Config::from_env(&ProcessEnv)?;
+    taskmesh_shared::telemetry::init(config.service.log_format);
+    let server = app::build(config).await?;
+    server
+        .run_until_stopped(taskmesh_shared::shutdown::signal())
+        .await?;
+    Ok(())
+}

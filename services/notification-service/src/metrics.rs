@@ -1,0 +1,59 @@
+//! Counters an operator watches on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub applied: Counter,
+    pub duplicates: Counter,
+    pub conflicts: Counter,
+    pub reminders: Family<KindLabel, Counter>,
+    pub deferred: Counter,
+    pub delivery_failures: Family<KindLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let registry = registry.sub_registry_with_prefix("taskmesh_notification");
+        registry.register(
+            "events_applied",
+            "Task events that changed a task's reminders or notifications",
+            metrics.applied.clone(),
+        );
+        registry.register(
+            "dedup_hits",
+            "Deliveries already applied (redelivered or older than the stored version)",
+            metrics.duplicates.clone(),
+        );
+        registry.register(
+            "write_conflicts",
+            "Concurrent writes to one record that had to be retried",
+            metrics.conflicts.clone(),
+        );
+        registry.register(
+            "reminders_fired",
+            "Reminders sent, by kind (due_soon, overdue)",
+            metrics.reminders.clone(),
+        );
+        registry.register(
+            "reminders_deferred",
+            "Reminders that waited for the end of the user's quiet hours",
+            metrics.deferred.clone(),
+        );
+        registry.register(
+            "delivery_failures",
+            "E-mail or webhook deliveries that failed after retries, by channel",
+            metrics.delivery_failures.clone(),
+        );
+        metrics
+    }
+}

@@ -1,0 +1,132 @@
+//! JSON records in the state store, changed by read-modify-write under an ETag guard.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use taskmesh_shared::state::{Expect, StateError, StateStore};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+
+/// Writers racing on one record retry this often before giving up for now.
+const MAX_CONFLICTS: usize = 32;
+
+pub fn task_key(task_id: Uuid) -> String {
+    format!("task:{task_id}")
+}
+
+pub fn inbox_key(user_id: &str) -> String {
+    format!("inbox:{user_id}")
+}
+
+pub fn prefs_key(user_id: &str) -> String {
+    format!("prefs:{user_id}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StateError),
+    /// Our own record is unreadable: not the caller's fault, and not fixed by retrying
+    /// soon, so it is reported loudly.
+    #[error("stored {key} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("{0} kept changing concurrently")]
+    Contended(String),
+}
+
+pub struct Records<S> {
+    store: Arc<S>,
+    metrics: Metrics,
+}
+
+impl<S: StateStore> Records<S> {
+    pub fn new(store: Arc<S>, metrics: Metrics) -> Self {
+        Self { store, metrics }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    pub async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, RecordError> {
+        Ok(self.read_versioned(key).await?.map(|(value, _)| value))
+    }
+
+    async fn read_versioned<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, Expect)>, RecordError> {
+        let Some(stored) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        let value =
+            serde_json::from_slice(&stored.value).map_err(|source| RecordError::Corrupt {
+                key: key.to_owned(),
+                source,
+            })?;
+        Ok(Some((value, Expect::Etag(stored.etag))))
+    }
+
+    /// Applies `change` to the record at `key` (or to `T::default()` when there is none)
+    /// and writes it back if `change` says it changed something; retried on conflicts.
+    pub async fn update<T, R>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(Option<T>) -> Change<T, R>,
+    ) -> Result<R, RecordError>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        for _ in 0..MAX_CONFLICTS {
+            let (current, expect) = match self.read_versioned(key).await? {
+                Some((value, expect)) => (Some(value), expect),
+                None => (None, Expect::Absent),
+            };
+            let (value, result) = match change(current) {
+                Change::Keep(result) => return Ok(result),
+                Change::Write(value, result) => (value, result),
+            };
+            let bytes = serde_json::to_vec(&value).map_err(|source| RecordError::Corrupt {
+                key: key.to_owned(),
+                source,
+            })?;
+            match self.store.put(key, bytes, expect).await {
+                Ok(()) => return Ok(result),
+                Err(StateError::Conflict) => {
+                    self.metrics.conflicts.inc();
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(RecordError::Contended(key.to_owned()))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, RecordError> {
+        for _ in 0..MAX_CONFLICTS {
+            let Some(stored) = self.store.get(key).await? else {
+                return Ok(false);
+            };
+            match self.store.delete(key, Expect::Etag(stored.etag)).await {
+                Ok(()) => return Ok(true),
+                Err(StateError::Conflict) => {
+                    self.metrics.conflicts.inc();
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(RecordError::Contended(key.to_owned()))
+    }
+}
+
+/// What an update decided.
+pub enum Change<T, R> {
+    /// Nothing to write; return `R`.
+    Keep(R),
+    /// Write `T`, then return `R`.
+    Write(T, R),
+}

@@ -1,0 +1,331 @@
+//! Reminders: one Jobs API job per task, rescheduled whenever the task or its owner's
+//! preferences say so. A job carries no decision: when it fires, the handler reads the
+//! task record and the preferences again, so a stale or early job does no harm.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use taskmesh_shared::callback::{InvokeError, JobHandler};
+use taskmesh_shared::events::{ReminderData, ReminderEvent, ReminderKind};
+use taskmesh_shared::state::StateStore;
+use uuid::Uuid;
+
+use crate::inbox::{Inbox, Notification, NotificationKind};
+use crate::metrics::{KindLabel, Metrics};
+use crate::ports::{JobScheduler, Outbound, PortError};
+use crate::prefs::{Preferences, webhook_path};
+use crate::records::{Change, RecordError, Records, inbox_key, prefs_key, task_key};
+use crate::reminder::{Action, TaskRecord, reminder_id, task_of_job};
+
+/// A job firing this much before its time is early (clock skew): it is put back.
+const EARLY_TOLERANCE: Duration = Duration::seconds(1);
+/// E-mail and webhook attempts per reminder before it counts as a delivery failure.
+const DELIVERY_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub default_lead: Duration,
+    /// Where webhook URLs must point (the `bindings.http` component's `url`); `None`
+    /// disables webhooks.
+    pub webhook_base: Option<String>,
+    pub email_enabled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReminderError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+pub struct Reminders<S> {
+    records: Records<S>,
+    jobs: Arc<dyn JobScheduler>,
+    outbound: Arc<dyn Outbound>,
+    settings: Settings,
+    metrics: Metrics,
+}
+
+impl<S: StateStore> Reminders<S> {
+    pub fn new(
+        store: Arc<S>,
+        jobs: Arc<dyn JobScheduler>,
+        outbound: Arc<dyn Outbound>,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            records: Records::new(store, metrics.clone()),
+            jobs,
+            outbound,
+            settings,
+            metrics,
+        }
+    }
+
+    pub fn records(&self) -> &Records<S> {
+        &self.records
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The user's preferences, or the defaults.
+    pub async fn preferences(&self, user_id: &str) -> Result<Preferences, RecordError> {
+        Ok(self
+            .records
+            .read(&prefs_key(user_id))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Adds a notification unless it is there already.
+    pub async fn notify(
+        &self,
+        user_id: &str,
+        notification: Notification,
+    ) -> Result<(), RecordError> {
+        self.records
+            .update(&inbox_key(user_id), |inbox: Option<Inbox>| {
+                let mut inbox = inbox.unwrap_or_default();
+                if inbox.add(notification.clone()) {
+                    Change::Write(inbox, ())
+                } else {
+                    Change::Keep(())
+                }
+            })
+            .await
+    }
+
+    /// Schedules the job for `record`'s next reminder, or cancels it when there is none
+    /// (`had_job`: a job may exist from an earlier state). Idempotent.
+    pub async fn sync(&self, record: &TaskRecord, had_job: bool) -> Result<(), ReminderError> {
+        let action = match record.due_time.filter(|_| record.active) {
+            None => None,
+            Some(_) => {
+                let lead = self
+                    .preferences(&record.owner_id)
+                    .await?
+                    .lead(self.settings.default_lead);
+                record.next_action(Utc::now(), lead)
+            }
+        };
+        match action {
+            Some(action) => self.jobs.schedule(&record.job_name(), action.at).await?,
+            None if had_job => self.jobs.cancel(&record.job_name()).await?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// A reminder job fired: send what the task is owed now, or put the job back.
+    pub async fn fire(&self, task_id: Uuid) -> Result<(), ReminderError> {
+        let now = Utc::now();
+        let Some(record) = self.records.read::<TaskRecord>(&task_key(task_id)).await? else {
+            return Ok(());
+        };
+        let prefs = self.preferences(&record.owner_id).await?;
+        let lead = prefs.lead(self.settings.default_lead);
+        let Some(action) = record.next_action(now, lead) else {
+            return Ok(());
+        };
+        if action.at > now + EARLY_TOLERANCE {
+            self.jobs.schedule(&record.job_name(), action.at).await?;
+            return Ok(());
+        }
+        if let Some(until) = prefs.quiet_until(now) {
+            tracing::info!(task = %task_id, %until, "quiet hours: reminder deferred");
+            self.metrics.deferred.inc();
+            self.jobs.schedule(&record.job_name(), until).await?;
+            return Ok(());
+        }
+        self.send(&record, &prefs, action, lead, now).await?;
+        let marked = self
+            .records
+            .update(
+                &task_key(task_id),
+                |current: Option<TaskRecord>| match current {
+                    // Unless the task changed meanwhile, in which case its own sync decides.
+                    Some(mut current) if current.next_action(now, lead) == Some(action) => {
+                        current.mark_sent(action);
+                        Change::Write(current.clone(), Some(current))
+                    }
+                    _ => Change::Keep(None),
+                },
+            )
+            .await?;
+        self.metrics
+            .reminders
+            .get_or_create(&KindLabel {
+                kind: kind_label(action.kind),
+            })
+            .inc();
+        if let Some(record) = marked {
+            self.sync(&record, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes (due-soon only, the `task-reminders` contract), keeps the notification and
+    /// delivers it. Every step is idempotent by the reminder id except the e-mail and the
+    /// webhook, which may repeat if the service dies between sending and marking.
+    async fn send(
+        &self,
+        record: &TaskRecord,
+        prefs: &Preferences,
+        action: Action,
+        lead: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), ReminderError> {
+        let id = reminder_id(action.kind, record.task_id, action.due);
+        let event = ReminderEvent::reminder(
+            action.kind,
+            id.clone(),
+            ReminderData {
+                task_id: record.task_id,
+                owner_id: record.owner_id.clone(),
+                title: record.title.clone(),
+                due_time: action.due,
+                time_zone: record.time_zone.clone(),
+                lead_time_secs: u64::try_from(lead.num_seconds()).unwrap_or(0),
+                fired_at: now,
+            },
+        );
+        if action.kind == ReminderKind::DueSoon {
+            self.outbound.publish(&event).await?;
+        }
+        let when = local_time(action.due, record.time_zone.as_deref());
+        let (kind, subject) = match action.kind {
+            ReminderKind::DueSoon => (
+                NotificationKind::DueSoon,
+                format!("Reminder: {} is due {when}", one_line(&record.title)),
+            ),
+            ReminderKind::Overdue => (
+                NotificationKind::Overdue,
+                format!("Overdue: {} was due {when}", one_line(&record.title)),
+            ),
+        };
+        self.notify(
+            &record.owner_id,
+            Notification {
+                id,
+                kind,
+                task_id: record.task_id,
+                title: record.title.clone(),
+                message: subject.clone(),
+                created_at: now,
+                due_time: Some(action.due),
+                read: false,
+            },
+        )
+        .await?;
+        if prefs.muted {
+            return Ok(());
+        }
+        if let Some(to) = prefs
+            .email
+            .as_deref()
+            .filter(|_| self.settings.email_enabled)
+        {
+            let body = format!("{subject}.\n\nTask {}\n", record.task_id);
+            self.deliver("email", || self.outbound.email(to, &subject, &body))
+                .await;
+        }
+        if let (Some(base), Some(url)) = (&self.settings.webhook_base, &prefs.webhook_url)
+            && let Some(path) = webhook_path(base, url)
+        {
+            let body = serde_json::to_vec(&event).unwrap_or_default();
+            self.deliver("webhook", || self.outbound.webhook(&path, &body))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// A few quick attempts; a channel that stays down does not hold back the reminder
+    /// (it is in the inbox and on `task-reminders` already) but is counted and logged.
+    async fn deliver<F, Fut>(&self, channel: &'static str, attempt: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), PortError>>,
+    {
+        let mut pause = StdDuration::from_millis(200);
+        for n in 1..=DELIVERY_ATTEMPTS {
+            match attempt().await {
+                Ok(()) => return,
+                Err(err) if n == DELIVERY_ATTEMPTS => {
+                    tracing::warn!(channel, error = %err, "reminder delivery failed");
+                    self.metrics
+                        .delivery_failures
+                        .get_or_create(&KindLabel { kind: channel })
+                        .inc();
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+            }
+        }
+    }
+}
+
+fn kind_label(kind: ReminderKind) -> &'static str {
+    match kind {
+        ReminderKind::DueSoon => "due_soon",
+        ReminderKind::Overdue => "overdue",
+    }
+}
+
+/// A title fit for a mail subject: no line breaks to inject headers with.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `Mon 6 Jan 2030 08:00 CET` in the task's time zone (UTC without one).
+pub fn local_time(at: DateTime<Utc>, time_zone: Option<&str>) -> String {
+    let tz: Tz = time_zone
+        .and_then(|name| name.parse().ok())
+        .unwrap_or(Tz::UTC);
+    at.with_timezone(&tz)
+        .format("%a %-d %b %Y %H:%M %Z")
+        .to_string()
+}
+
+/// The Jobs API side: daprd calls this when a reminder job comes due.
+pub struct ReminderJobs<S> {
+    reminders: Arc<Reminders<S>>,
+}
+
+impl<S> ReminderJobs<S> {
+    pub fn new(reminders: Arc<Reminders<S>>) -> Self {
+        Self { reminders }
+    }
+}
+
+#[async_trait]
+impl<S: StateStore> JobHandler for ReminderJobs<S> {
+    async fn on_job(&self, name: &str, _data: &[u8]) -> Result<(), InvokeError> {
+        let Some(task_id) = task_of_job(name) else {
+            // Not ours (or from an older naming scheme): answering OK lets it go.
+            tracing::warn!(job = name, "ignoring a job this service does not know");
+            return Ok(());
+        };
+        self.reminders.fire(task_id).await.map_err(|err| {
+            tracing::warn!(job = name, error = %err, "reminder failed; the scheduler retries");
+            InvokeError::Unavailable(err.to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

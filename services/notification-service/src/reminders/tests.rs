@@ -1,0 +1,466 @@
+#![allow(clippy::unwrap_used)]
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use taskmesh_shared::callback::{Delivery, Outcome, TopicHandler};
+use taskmesh_shared::events::{TaskEventData, TaskEventKind, TaskSnapshot};
+use taskmesh_shared::state::MemoryStateStore;
+
+use super::*;
+use crate::consumer::TaskEventConsumer;
+use crate::methods;
+use crate::ports::fakes::{FakeOutbound, FakeScheduler};
+use crate::reminder::job_name;
+
+struct Harness {
+    store: Arc<MemoryStateStore>,
+    jobs: Arc<FakeScheduler>,
+    out: Arc<FakeOutbound>,
+    reminders: Arc<Reminders<MemoryStateStore>>,
+}
+
+fn harness() -> Harness {
+    let store = Arc::new(MemoryStateStore::new());
+    let jobs = Arc::new(FakeScheduler::default());
+    let out = Arc::new(FakeOutbound::default());
+    let reminders = Arc::new(Reminders::new(
+        store.clone(),
+        jobs.clone(),
+        out.clone(),
+        Settings {
+            default_lead: Duration::minutes(15),
+            webhook_base: Some("http://hooks.test/taskmesh".into()),
+            email_enabled: true,
+        },
+        Metrics::default(),
+    ));
+    Harness {
+        store,
+        jobs,
+        out,
+        reminders,
+    }
+}
+
+impl Harness {
+    async fn deliver(&self, kind: TaskEventKind, id: &str, data: &TaskEventData) -> Outcome {
+        self.deliver_raw(kind, id, serde_json::to_vec(data).unwrap())
+            .await
+    }
+
+    async fn deliver_raw(&self, kind: TaskEventKind, id: &str, data: Vec<u8>) -> Outcome {
+        TaskEventConsumer::new(kind, self.reminders.clone())
+            .handle(Delivery {
+                id: id.into(),
+                source: "test".into(),
+                event_type: kind.event_type().into(),
+                subject: None,
+                topic: "task-events".into(),
+                pubsub: "taskmesh-pubsub".into(),
+                data,
+                data_content_type: "application/json".into(),
+                traceparent: None,
+            })
+            .await
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        input: serde_json::Value,
+    ) -> Result<serde_json::Value, InvokeError> {
+        let (_, method) = methods::all(&self.reminders)
+            .into_iter()
+            .find(|(name, _)| *name == method)
+            .unwrap();
+        method.call(input).await
+    }
+
+    async fn inbox(&self, user: &str) -> Vec<serde_json::Value> {
+        let page = self
+            .call(
+                "notifications/list",
+                json!({"user_id": user, "page_size": 100}),
+            )
+            .await
+            .unwrap();
+        page["notifications"].as_array().unwrap().clone()
+    }
+}
+
+fn task(id: Uuid, version: i64, due: Option<DateTime<Utc>>) -> TaskEventData {
+    let now = Utc::now();
+    TaskEventData {
+        task: TaskSnapshot {
+            id,
+            owner_id: "alice".into(),
+            title: "Pay rent".into(),
+            description: String::new(),
+            priority: "high".into(),
+            tags: vec![],
+            due_time: due,
+            time_zone: Some("Europe/Paris".into()),
+            recurrence: None,
+            completed: false,
+            completed_time: None,
+            create_time: now,
+            update_time: now,
+            version,
+        },
+        changed_fields: vec!["title".into(), "due_time".into()],
+        version,
+        owner_id: "alice".into(),
+        occurred_at: now,
+    }
+}
+
+#[tokio::test]
+async fn a_dated_task_gets_a_notification_and_a_job_once_under_fifty_redeliveries() {
+    let h = harness();
+    let id = Uuid::now_v7();
+    let due = Utc::now() + Duration::hours(2);
+    let created = task(id, 1, Some(due));
+    let outcomes = futures::future::join_all(
+        (0..50).map(|_| h.deliver(TaskEventKind::Created, "event-1", &created)),
+    )
+    .await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Success),
+        "{outcomes:?}"
+    );
+    let inbox = h.inbox("alice").await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0]["kind"], "due_time_set");
+    assert_eq!(h.jobs.at(&job_name(id)), Some(due - Duration::minutes(15)));
+    assert_eq!(h.reminders.metrics().applied.get(), 1);
+}
+
+#[tokio::test]
+async fn a_fired_reminder_is_published_kept_and_mailed_once_then_overdue_follows() {
+    let h = harness();
+    h.call(
+        "preferences/set",
+        json!({"user_id": "alice", "preferences": {"email": "alice@example.com",
+            "webhook_url": "http://hooks.test/taskmesh/alice"}}),
+    )
+    .await
+    .unwrap();
+    let id = Uuid::now_v7();
+    let due = Utc::now() + Duration::minutes(10);
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
+        .await;
+    // Inside the lead time already: the job is due now.
+    assert!(h.jobs.at(&job_name(id)).unwrap() <= Utc::now());
+
+    h.reminders.fire(id).await.unwrap();
+    // The scheduler delivers at least once: a second trigger sends nothing more.
+    h.reminders.fire(id).await.unwrap();
+
+    let published = h.out.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].event_type, "taskmesh.task.due_soon.v1");
+    assert_eq!(published[0].data.due_time, due);
+    let emails = h.out.emails.lock().unwrap().clone();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].0, "alice@example.com");
+    assert!(
+        emails[0].1.starts_with("Reminder: Pay rent is due"),
+        "{}",
+        emails[0].1
+    );
+    assert_eq!(h.out.webhooks.lock().unwrap()[0].0, "alice");
+    let kinds: Vec<_> = h
+        .inbox("alice")
+        .await
+        .iter()
+        .map(|n| n["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("due_soon"), json!("due_time_set")]);
+    // Next: the overdue notice at the due time.
+    assert_eq!(h.jobs.at(&job_name(id)), Some(due));
+}
+
+#[tokio::test]
+async fn completing_or_deleting_cancels_and_a_late_job_does_nothing() {
+    let h = harness();
+    let id = Uuid::now_v7();
+    let due = Utc::now() + Duration::hours(1);
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
+        .await;
+    let mut done = task(id, 2, Some(due));
+    done.task.completed = true;
+    assert_eq!(
+        h.deliver(TaskEventKind::Completed, "e2", &done).await,
+        Outcome::Success
+    );
+    assert_eq!(h.jobs.at(&job_name(id)), None);
+    h.reminders.fire(id).await.unwrap();
+    assert!(h.out.published.lock().unwrap().is_empty());
+    // The creation arriving again, late, changes nothing (version 1 < 2).
+    h.deliver(TaskEventKind::Created, "e1-again", &task(id, 1, Some(due)))
+        .await;
+    assert_eq!(h.jobs.at(&job_name(id)), None);
+}
+
+#[tokio::test]
+async fn a_new_due_time_moves_the_job_and_an_older_event_does_not_roll_it_back() {
+    let h = harness();
+    let id = Uuid::now_v7();
+    let first = Utc::now() + Duration::hours(1);
+    let second = Utc::now() + Duration::hours(5);
+    h.deliver(TaskEventKind::Updated, "e2", &task(id, 2, Some(second)))
+        .await;
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(first)))
+        .await;
+    assert_eq!(
+        h.jobs.at(&job_name(id)),
+        Some(second - Duration::minutes(15))
+    );
+    let kinds: Vec<_> = h
+        .inbox("alice")
+        .await
+        .iter()
+        .map(|n| n["kind"].clone())
+        .collect();
+    assert_eq!(kinds, [json!("due_time_changed")]);
+}
+
+#[tokio::test]
+async fn quiet_hours_defer_the_reminder_and_muted_users_get_no_mail() {
+    let h = harness();
+    // Quiet all day but one minute: now is inside the window.
+    let now = Utc::now();
+    let end = (now - Duration::minutes(1)).format("%H:%M").to_string();
+    let start = (now - Duration::minutes(2)).format("%H:%M").to_string();
+    h.call(
+        "preferences/set",
+        json!({"user_id": "alice", "preferences": {"email": "alice@example.com", "muted": true,
+            "quiet_hours": {"start": end, "end": start, "time_zone": "UTC"}}}),
+    )
+    .await
+    .unwrap();
+    let id = Uuid::now_v7();
+    h.deliver(
+        TaskEventKind::Created,
+        "e1",
+        &task(id, 1, Some(now + Duration::minutes(5))),
+    )
+    .await;
+    h.reminders.fire(id).await.unwrap();
+    assert!(h.out.published.lock().unwrap().is_empty());
+    let deferred_to = h.jobs.at(&job_name(id)).unwrap();
+    assert!(deferred_to > now + Duration::hours(23), "{deferred_to}");
+    assert_eq!(h.reminders.metrics().deferred.get(), 1);
+
+    h.call(
+        "preferences/set",
+        json!({"user_id": "alice", "preferences": {"email": "alice@example.com", "muted": true}}),
+    )
+    .await
+    .unwrap();
+    h.reminders.fire(id).await.unwrap();
+    assert_eq!(h.out.published.lock().unwrap().len(), 1);
+    assert!(h.out.emails.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_mail_server_does_not_hold_back_the_reminder() {
+    let h = harness();
+    h.call(
+        "preferences/set",
+        json!({"user_id": "alice", "preferences": {"email": "alice@example.com"}}),
+    )
+    .await
+    .unwrap();
+    *h.out.email_down.lock().unwrap() = true;
+    let id = Uuid::now_v7();
+    let due = Utc::now() + Duration::minutes(5);
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
+        .await;
+    h.reminders.fire(id).await.unwrap();
+    assert_eq!(h.out.published.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.reminders
+            .metrics()
+            .delivery_failures
+            .get_or_create(&KindLabel { kind: "email" })
+            .get(),
+        1
+    );
+    assert_eq!(h.jobs.at(&job_name(id)), Some(due));
+}
+
+#[tokio::test]
+async fn poison_is_dropped_and_outages_are_retried() {
+    let h = harness();
+    let bad_json = h
+        .deliver_raw(TaskEventKind::Created, "p1", b"{not json".to_vec())
+        .await;
+    assert!(matches!(bad_json, Outcome::Drop(_)), "{bad_json:?}");
+    let mut forged = task(Uuid::now_v7(), 1, None);
+    forged.task.owner_id = "mallory".into();
+    assert!(matches!(
+        h.deliver(TaskEventKind::Created, "p2", &forged).await,
+        Outcome::Drop(_)
+    ));
+    let missing_fields = h
+        .deliver_raw(TaskEventKind::Created, "p3", br#"{"version": 1}"#.to_vec())
+        .await;
+    assert!(matches!(missing_fields, Outcome::Drop(_)));
+
+    let id = Uuid::now_v7();
+    let created = task(id, 1, Some(Utc::now() + Duration::hours(1)));
+    h.store.set_down(true);
+    assert!(matches!(
+        h.deliver(TaskEventKind::Created, "e1", &created).await,
+        Outcome::Retry(_)
+    ));
+    h.store.set_down(false);
+    *h.jobs.down.lock().unwrap() = true;
+    assert!(matches!(
+        h.deliver(TaskEventKind::Created, "e1", &created).await,
+        Outcome::Retry(_)
+    ));
+    // The record was written before the scheduler failed: the redelivery still schedules.
+    *h.jobs.down.lock().unwrap() = false;
+    assert_eq!(
+        h.deliver(TaskEventKind::Created, "e1", &created).await,
+        Outcome::Success
+    );
+    assert!(h.jobs.at(&job_name(id)).is_some());
+    assert_eq!(h.inbox("alice").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_completed_recurring_task_says_when_the_next_one_is_due() {
+    let h = harness();
+    let id = Uuid::now_v7();
+    let due: DateTime<Utc> = "2030-01-07T07:00:00Z".parse().unwrap();
+    let mut done = task(id, 2, Some(due));
+    done.task.completed = true;
+    done.task.recurrence = Some("FREQ=WEEKLY;BYDAY=MO".into());
+    h.deliver(TaskEventKind::Completed, "e2", &done).await;
+    let inbox = h.inbox("alice").await;
+    assert_eq!(inbox[0]["kind"], "rolled_over");
+    assert_eq!(inbox[0]["due_time"], "2030-01-14T07:00:00Z");
+    assert!(
+        inbox[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mon 14 Jan 2030 08:00 CET")
+    );
+}
+
+#[tokio::test]
+async fn methods_validate_and_page() {
+    let h = harness();
+    for i in 0..5 {
+        let id = Uuid::now_v7();
+        h.deliver(
+            TaskEventKind::Created,
+            &format!("e{i}"),
+            &task(id, 1, Some(Utc::now() + Duration::hours(3))),
+        )
+        .await;
+    }
+    let first = h
+        .call(
+            "notifications/list",
+            json!({"user_id": "alice", "page_size": 2}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first["notifications"][0]["id"], "e4");
+    assert_eq!(first["unread"], 5);
+    let next = h
+        .call(
+            "notifications/list",
+            json!({"user_id": "alice", "page_size": 2, "page_token": first["next_page_token"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next["notifications"][0]["id"], "e2");
+    let acked = h
+        .call(
+            "notifications/ack",
+            json!({"user_id": "alice", "ids": ["e4", "e3"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked, json!({"acked": 2, "unread": 3}));
+    let all = h
+        .call(
+            "notifications/ack",
+            json!({"user_id": "alice", "all": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all, json!({"acked": 3, "unread": 0}));
+
+    for (method, input) in [
+        ("notifications/list", json!({})),
+        (
+            "notifications/list",
+            json!({"user_id": "alice", "page_size": 0}),
+        ),
+        (
+            "notifications/list",
+            json!({"user_id": "alice", "page_token": "forged"}),
+        ),
+        ("notifications/ack", json!({"user_id": "alice"})),
+        (
+            "notifications/ack",
+            json!({"user_id": "alice", "ids": ["a"], "all": true}),
+        ),
+        (
+            "preferences/set",
+            json!({"user_id": "alice", "preferences": {"email": "nope"}}),
+        ),
+        (
+            "preferences/set",
+            json!({"user_id": "alice", "preferences": {"webhook_url": "http://evil/"}}),
+        ),
+        ("preferences/set", json!({"user_id": "", "preferences": {}})),
+        ("preferences/get", json!({"user_id": "alice", "extra": 1})),
+    ] {
+        let err = h.call(method, input.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, InvokeError::InvalidArgument(_)),
+            "{method} {input}: {err:?}"
+        );
+    }
+
+    let defaults = h
+        .call("preferences/get", json!({"user_id": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(defaults["stored"], false);
+    assert_eq!(defaults["preferences"]["lead_time_secs"], 900);
+    h.call(
+        "preferences/set",
+        json!({"user_id": "bob", "preferences": {"lead_time_secs": 60}}),
+    )
+    .await
+    .unwrap();
+    let got = h
+        .call("preferences/get", json!({"user_id": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            got["stored"].clone(),
+            got["preferences"]["lead_time_secs"].clone()
+        ),
+        (json!(true), json!(60))
+    );
+    let deleted = h
+        .call("preferences/delete", json!({"user_id": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted"], true);
+    let again = h
+        .call("preferences/delete", json!({"user_id": "bob"}))
+        .await
+        .unwrap();
+    assert_eq!(again["deleted"], false);
+}
