@@ -3,6 +3,7 @@
 //! process panics or is killed.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod children;
 pub mod client;
 pub mod kafka_broker;
@@ -11,8 +12,10 @@ pub mod postgres;
 pub mod process;
 pub mod recorder;
 pub mod redis_server;
+pub mod scheduler;
 pub mod services;
 pub mod sidecar;
+pub mod smtp_server;
 
 use std::path::PathBuf;
 

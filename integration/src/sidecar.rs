@@ -70,6 +70,15 @@ impl Resources {
         self.dir.path()
     }
 
+    /// Replaces `from` with `to` in every file (e.g. the SMTP port of `email.yaml`).
+    pub fn replace(&self, file_name: &str, from: &str, to: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join(file_name);
+        let text = std::fs::read_to_string(&path)?;
+        anyhow::ensure!(text.contains(from), "{file_name} has no {from:?}");
+        std::fs::write(path, text.replace(from, to))?;
+        Ok(())
+    }
+
     /// Adds a component file (e.g. a test-only binding).
     pub fn add(&self, file_name: &str, yaml: &str) -> anyhow::Result<()> {
         std::fs::write(self.dir.path().join(file_name), yaml)?;

@@ -1,20 +1,22 @@
-//! The subscriber services end to end through real daprd and Redis: a recurring task is
-//! completed, recurring-service creates the next occurrence through Dapr service
-//! invocation, analytics-service counts both, `stats/get` answers through the sidecar's
-//! invoke API (what `dapr invoke` calls), a forged internal call is refused, and a poison
-//! event goes to the dead-letter topic while the next good one is still applied.
+//! The subscriber services end to end through real daprd, Redis and the Dapr scheduler: a
+//! recurring task is completed, recurring-service creates the next occurrence through Dapr
+//! service invocation, analytics-service counts both, notification-service tells the user,
+//! `stats/get` and `notifications/list` answer through the sidecar's invoke API (what `dapr
+//! invoke` calls), a forged internal call is refused, and a poison event goes to the
+//! dead-letter topic while the next good one is still applied.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dapr::dapr::proto::runtime::v1::PublishEventRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use serde_json::json;
+use taskmesh_integration::apps::{App, Stack, eventually, tail};
 use taskmesh_integration::client::task_client;
-use taskmesh_integration::net::free_port;
 use taskmesh_integration::recorder::Recorder;
 use taskmesh_integration::redis_server::RedisServer;
-use taskmesh_integration::services::ServiceProcess;
+use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources, http_post_json};
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
 use taskmesh_proto::tasks::v1::*;
@@ -22,26 +24,11 @@ use taskmesh_proto::tasks::v1::*;
 const SECRET: &str = "flow-test-secret-0123456789";
 const APP_TOKEN: &str = "flow-app-token-0123456789";
 
-struct App {
-    service: ServiceProcess,
-    sidecar: Daprd,
-}
-
-fn app(name: &str, resources: &Resources, mut env: Vec<(String, String)>) -> App {
-    let grpc = free_port().unwrap();
-    env.push(("DAPR_GRPC_PORT".into(), grpc.to_string()));
-    env.push(("APP_API_TOKEN".into(), APP_TOKEN.into()));
-    let service = ServiceProcess::start(name, env).unwrap();
-    let sidecar = Daprd::start(DaprdOptions {
-        app_id: name.into(),
-        app_port: Some(service.port()),
-        grpc_port: Some(grpc),
-        resources: vec![resources.path().to_owned()],
+fn stack(scheduler: &Scheduler) -> Stack {
+    Stack {
         app_api_token: Some(APP_TOKEN.into()),
-        ..DaprdOptions::default()
-    })
-    .unwrap();
-    App { service, sidecar }
+        scheduler: Some(scheduler.addr()),
+    }
 }
 
 fn stats(analytics: &App, user: &str) -> serde_json::Value {
@@ -55,43 +42,35 @@ fn stats(analytics: &App, user: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// `check` until it gives a value; `None` after `timeout`.
-async fn eventually<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recurring_task_rolls_over_and_is_counted_once() {
     let redis = RedisServer::start().unwrap();
+    let scheduler = Scheduler::start().unwrap();
+    let stack = stack(&scheduler);
     let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let tasks = app(
-        "task-service",
-        &resources,
-        vec![
-            (
-                "DATABASE_URL".into(),
-                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            ),
-            ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-        ],
-    );
-    let recurring = app("recurring-service", &resources, vec![]);
-    let analytics = app("analytics-service", &resources, vec![]);
+    let tasks = stack
+        .start(
+            "task-service",
+            &resources,
+            vec![
+                (
+                    "DATABASE_URL".into(),
+                    format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+                ),
+                ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
+            ],
+        )
+        .unwrap();
+    let recurring = stack
+        .start("recurring-service", &resources, vec![])
+        .unwrap();
+    let analytics = stack
+        .start("analytics-service", &resources, vec![])
+        .unwrap();
+    let notifications = stack
+        .start("notification-service", &resources, vec![])
+        .unwrap();
     let dead_letters = Recorder::start("taskmesh-pubsub", &["task-events-deadletter"])
         .await
         .unwrap();
@@ -165,6 +144,23 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
     .unwrap_or_else(|| panic!("statistics: {}", stats(&analytics, "alice")));
     assert_eq!(counted["open"], 1);
     assert_eq!(counted["completion_rate"], 0.5);
+
+    // notification-service: the first task's due time, its roll-over, and the next
+    // occurrence's due time (delivery order across tasks is not guaranteed).
+    let mut kinds = eventually(Duration::from_secs(30), async || {
+        let kinds = notification_kinds(&notifications, "alice");
+        (kinds.len() >= 3).then_some(kinds)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "notifications: {:?}\nnotification-service:\n{}",
+            notification_kinds(&notifications, "alice"),
+            tail(&notifications.service.log())
+        )
+    });
+    kinds.sort();
+    assert_eq!(kinds, ["due_time_set", "due_time_set", "rolled_over"]);
 
     // Bad input over invoke: a clear error, not a crash.
     let (status, body) = http_post_json(
@@ -252,6 +248,24 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
     assert!(!dropped.is_empty());
 }
 
+fn notification_kinds(notifications: &App, user: &str) -> Vec<String> {
+    let Ok(list) = notifications.invoke_ok(
+        "notification-service",
+        "notifications/list",
+        &json!({"user_id": user}),
+    ) else {
+        return Vec::new();
+    };
+    list["notifications"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|n| n["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -324,20 +338,31 @@ async fn fifty_redeliveries_have_one_effect_and_a_state_store_outage_loses_nothi
     let mut state = RedisServer::start_persistent().unwrap();
     let resources =
         Resources::with_state_store(Broker::Redis, &broker.addr(), &state.addr(), None).unwrap();
+    let scheduler = Scheduler::start().unwrap();
+    let stack = stack(&scheduler);
     let dir = tempfile::tempdir().unwrap();
-    let tasks = app(
-        "task-service",
-        &resources,
-        vec![
-            (
-                "DATABASE_URL".into(),
-                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            ),
-            ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-        ],
-    );
-    let _recurring = app("recurring-service", &resources, vec![]);
-    let analytics = app("analytics-service", &resources, vec![]);
+    let tasks = stack
+        .start(
+            "task-service",
+            &resources,
+            vec![
+                (
+                    "DATABASE_URL".into(),
+                    format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+                ),
+                ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
+            ],
+        )
+        .unwrap();
+    let _recurring = stack
+        .start("recurring-service", &resources, vec![])
+        .unwrap();
+    let analytics = stack
+        .start("analytics-service", &resources, vec![])
+        .unwrap();
+    let notifications = stack
+        .start("notification-service", &resources, vec![])
+        .unwrap();
 
     // The same event 50 times, 25 of them at once: one completion counted, one successor.
     let event = completion("bob", "Take out the bins");
@@ -367,6 +392,27 @@ async fn fifty_redeliveries_have_one_effect_and_a_state_store_outage_loses_nothi
     })
     .await
     .unwrap_or_else(|| panic!("50 deliveries not seen: {}", analytics.service.metrics()));
+    let notified = "taskmesh_notification_dedup_hits_total";
+    eventually(Duration::from_secs(30), async || {
+        (notifications
+            .service
+            .metrics()
+            .contains(&format!("{notified} 49")))
+        .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "50 deliveries not seen: {}",
+            notifications.service.metrics()
+        )
+    });
+    let bob_kinds = notification_kinds(&notifications, "bob");
+    assert_eq!(
+        bob_kinds.iter().filter(|k| *k == "rolled_over").count(),
+        1,
+        "{bob_kinds:?}"
+    );
     let bob_stats = stats(&analytics, "bob");
     assert_eq!(bob_stats["completed"], 1, "{bob_stats}");
     let mut bob = task_client(&tasks.service.endpoint(), SECRET, "bob").unwrap();

@@ -1,5 +1,6 @@
 //! `just up`: the whole system on this machine, from the same parts the integration tests
-//! use: a private Redis (state store and Redis Streams pub/sub), one daprd per service,
+//! use: a private Redis (state store and Redis Streams pub/sub), the Dapr scheduler (Jobs
+//! API, for reminders), an SMTP server that keeps mail in a maildir, one daprd per service,
 //! task-service on :50051 (SQLite in .data/, dev mode unless TASKMESH_JWT_SECRET is set)
 //! and the subscriber services. Ctrl-C stops everything.
 #![forbid(unsafe_code)]
@@ -8,8 +9,10 @@ use std::time::Duration;
 
 use taskmesh_integration::net::free_port;
 use taskmesh_integration::redis_server::RedisServer;
+use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::services::ServiceProcess;
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
+use taskmesh_integration::smtp_server::SmtpServer;
 
 /// Fixed ports, so that commands in the README work.
 const SERVICES: [(&str, u16, u16); 4] = [
@@ -30,7 +33,10 @@ async fn main() -> anyhow::Result<()> {
     let data = root.join(".data");
     std::fs::create_dir_all(&data)?;
     let redis = RedisServer::start()?;
+    let scheduler = Scheduler::start()?;
+    let smtp = SmtpServer::start()?;
     let resources = Resources::new(Broker::Redis, &redis.addr(), None)?;
+    resources.replace("email.yaml", "\"1025\"", &format!("\"{}\"", smtp.port()))?;
     let app_token = uuid::Uuid::new_v4().simple().to_string();
     let mut running = Vec::new();
     for (name, port, http_port) in SERVICES {
@@ -64,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             resources: vec![resources.path().to_owned()],
             config: Some(root.join("dapr/config.yaml")),
             app_api_token: Some(app_token.clone()),
+            scheduler: Some(scheduler.addr()),
             ..DaprdOptions::default()
         })?;
         println!(
@@ -76,12 +83,21 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     println!("redis                  127.0.0.1:{}", redis.port());
+    println!("dapr scheduler         {}", scheduler.addr());
+    println!(
+        "smtp                   127.0.0.1:{}   mail lands in {}",
+        smtp.port(),
+        smtp.maildir().join("new").display()
+    );
     println!();
     println!(
         "Try: just taskctl login --user alice && just taskctl add \"Water plants\" --due \"2030-01-06 08:00\" --every FREQ=DAILY"
     );
     println!(
         "     curl -s localhost:3504/v1.0/invoke/analytics-service/method/stats/get -d '{{\"user_id\":\"alice\"}}'"
+    );
+    println!(
+        "     curl -s localhost:3502/v1.0/invoke/notification-service/method/notifications/list -d '{{\"user_id\":\"alice\"}}'"
     );
     println!(
         "Logs: each process writes to a file under /tmp (taskmesh-*). Ctrl-C stops everything."

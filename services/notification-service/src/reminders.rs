@@ -149,6 +149,12 @@ impl<S: StateStore> Reminders<S> {
             return Ok(());
         }
         self.send(&record, &prefs, action, lead, now).await?;
+        tracing::info!(
+            task = %task_id,
+            kind = kind_label(action.kind),
+            late_ms = (now - action.at).num_milliseconds(),
+            "reminder sent"
+        );
         let marked = self
             .records
             .update(
