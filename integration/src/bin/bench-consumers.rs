@@ -4,7 +4,9 @@
 //!     (each applied once, ETag-guarded), then the same 10,000 redelivered (dedup hits);
 //! (2) recurring-service: completions/s, each creating the next task in task-service
 //!     through Dapr service invocation;
-//! (3) end-to-end time from `CompleteTask` returning to the next occurrence existing.
+//! (3) end-to-end time from `CompleteTask` returning to the next occurrence existing;
+//! (4) notification-service: events/s for 10,000 dated new tasks (each a task record, a
+//!     notification in its owner's inbox and a Jobs API reminder job), then redelivered.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use dapr::dapr::proto::runtime::v1::{BulkPublishRequest, BulkPublishRequestEntry
 use taskmesh_integration::client::task_client;
 use taskmesh_integration::net::free_port;
 use taskmesh_integration::redis_server::RedisServer;
+use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::services::ServiceProcess;
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
 use taskmesh_proto::tasks::v1::{
@@ -30,7 +33,15 @@ struct App {
     sidecar: Daprd,
 }
 
-fn app(name: &str, resources: &Resources, mut env: Vec<(String, String)>) -> anyhow::Result<App> {
+/// On its own topic, so that its figures are not shared with analytics-service.
+const NOTIFICATION_TOPIC: &str = "bench-notification-events";
+
+fn app(
+    name: &str,
+    resources: &Resources,
+    mut env: Vec<(String, String)>,
+    scheduler: Option<String>,
+) -> anyhow::Result<App> {
     let grpc = free_port()?;
     env.push(("DAPR_GRPC_PORT".into(), grpc.to_string()));
     env.push(("APP_API_TOKEN".into(), APP_TOKEN.into()));
@@ -42,6 +53,7 @@ fn app(name: &str, resources: &Resources, mut env: Vec<(String, String)>) -> any
         grpc_port: Some(grpc),
         resources: vec![resources.path().to_owned()],
         app_api_token: Some(APP_TOKEN.into()),
+        scheduler,
         ..DaprdOptions::default()
     })?;
     Ok(App { service, sidecar })
@@ -90,7 +102,7 @@ fn event(
     )
 }
 
-async fn publish(endpoint: &str, events: &[TaskEvent]) -> anyhow::Result<()> {
+async fn publish(endpoint: &str, topic: &str, events: &[TaskEvent]) -> anyhow::Result<()> {
     let mut client = DaprClient::connect(endpoint.to_owned()).await?;
     for chunk in events.chunks(250) {
         let entries = chunk
@@ -107,7 +119,7 @@ async fn publish(endpoint: &str, events: &[TaskEvent]) -> anyhow::Result<()> {
         let response = client
             .bulk_publish_event(BulkPublishRequest {
                 pubsub_name: "taskmesh-pubsub".into(),
-                topic: "task-events".into(),
+                topic: topic.into(),
                 entries,
                 metadata: HashMap::new(),
             })
@@ -159,9 +171,20 @@ async fn main() -> anyhow::Result<()> {
             ),
             ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
         ],
+        None,
     )?;
-    let analytics = app("analytics-service", &resources, vec![])?;
-    let recurring = app("recurring-service", &resources, vec![])?;
+    let analytics = app("analytics-service", &resources, vec![], None)?;
+    let recurring = app("recurring-service", &resources, vec![], None)?;
+    let scheduler = Scheduler::start()?;
+    let notifications = app(
+        "notification-service",
+        &resources,
+        vec![(
+            "TASKMESH_TOPIC_TASK_EVENTS".into(),
+            NOTIFICATION_TOPIC.into(),
+        )],
+        Some(scheduler.addr()),
+    )?;
     let publisher = tasks.sidecar.grpc_endpoint();
 
     // (1) analytics: n events (creations spread over 200 users), then the same again.
@@ -179,11 +202,11 @@ async fn main() -> anyhow::Result<()> {
     let applied = "taskmesh_analytics_events_applied_total";
     let dedup = "taskmesh_analytics_dedup_hits_total";
     let start = Instant::now();
-    publish(&publisher, &events).await?;
+    publish(&publisher, "task-events", &events).await?;
     wait_metric(&analytics.service, &[applied, dedup], n as f64).await?;
     let fresh_rate = n as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    publish(&publisher, &events).await?;
+    publish(&publisher, "task-events", &events).await?;
     wait_metric(&analytics.service, &[applied, dedup], 2.0 * n as f64).await?;
     let dup_rate = n as f64 / start.elapsed().as_secs_f64();
     let applied_once = metric(&analytics.service, applied);
@@ -202,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let start = Instant::now();
-    publish(&publisher, &completions).await?;
+    publish(&publisher, "task-events", &completions).await?;
     wait_metric(
         &recurring.service,
         &["taskmesh_recurring_next_occurrences_total"],
@@ -260,6 +283,30 @@ async fn main() -> anyhow::Result<()> {
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
 
+    // (4) notification-service: dated creations, then the same again.
+    let dated: Vec<TaskEvent> = (0..n)
+        .map(|i| {
+            event(
+                TaskEventKind::Created,
+                i % 200,
+                uuid::Uuid::now_v7(),
+                1,
+                None,
+            )
+        })
+        .collect();
+    let applied = "taskmesh_notification_events_applied_total";
+    let dedup = "taskmesh_notification_dedup_hits_total";
+    let start = Instant::now();
+    publish(&publisher, NOTIFICATION_TOPIC, &dated).await?;
+    wait_metric(&notifications.service, &[applied, dedup], n as f64).await?;
+    let notify_rate = n as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    publish(&publisher, NOTIFICATION_TOPIC, &dated).await?;
+    wait_metric(&notifications.service, &[applied, dedup], 2.0 * n as f64).await?;
+    let notify_dup_rate = n as f64 / start.elapsed().as_secs_f64();
+    let notified_once = metric(&notifications.service, applied);
+
     println!();
     println!("| measure | figure | target |");
     println!("|---|---|---|");
@@ -282,6 +329,14 @@ async fn main() -> anyhow::Result<()> {
         pct(0.99),
         verdict(pct(0.5) <= 50.0)
     );
-    drop((analytics, recurring, tasks));
+    println!(
+        "| notification-service, {n} new dated tasks (notification + reminder job each) | {notify_rate:.0} events/s, {notified_once} applied | >= 1,000/s: {} |",
+        verdict(notify_rate >= 1000.0)
+    );
+    println!(
+        "| notification-service, the same {n} redelivered | {notify_dup_rate:.0} events/s | >= 1,000/s: {} |",
+        verdict(notify_dup_rate >= 1000.0 && notified_once as usize == n)
+    );
+    drop((analytics, recurring, notifications, tasks));
     Ok(())
 }
