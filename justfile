@@ -30,6 +30,13 @@ up: setup
     mkdir -p .data
     "${CARGO_TARGET_DIR:-target}/release/taskmesh-up"
 
+# The same system through the dapr CLI's multi-app run (dapr/dapr.yaml), for those who
+# have the dapr CLI (the Go module proxy here does not serve it). Ctrl-C stops everything.
+up-cli: setup
+    cargo build --release --workspace --bins
+    mkdir -p .data
+    scripts/up-cli.sh
+
 # Every test: unit, API (SQLite and a throwaway PostgreSQL), process, CLI, and the
 # integration tests with real daprd, Redis and Kafka.
 test: setup

@@ -15,7 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dapr::dapr::proto::common::v1::state_options::{StateConcurrency, StateConsistency};
 use dapr::dapr::proto::common::v1::{Etag, StateItem, StateOptions};
-use dapr::dapr::proto::runtime::v1::{DeleteStateRequest, GetStateRequest, SaveStateRequest};
+use dapr::dapr::proto::runtime::v1::{
+    DeleteStateRequest, GetBulkStateRequest, GetStateRequest, SaveStateRequest,
+};
 use tonic::Code;
 
 use crate::sidecar::DaprGrpc;
@@ -56,6 +58,14 @@ pub enum StateError {
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError>;
+    /// Several keys in one round trip, in the order asked (the default reads one by one).
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, StateError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.get(key).await?);
+        }
+        Ok(found)
+    }
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError>;
     async fn delete(&self, key: &str, expect: Expect) -> Result<(), StateError>;
 }
@@ -129,6 +139,42 @@ impl StateStore for DaprStateStore {
             value: response.data,
             etag: response.etag,
         }))
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, StateError> {
+        let response = self
+            .client
+            .clone()
+            .get_bulk_state(self.request(GetBulkStateRequest {
+                store_name: self.store.clone(),
+                keys: keys.to_vec(),
+                parallelism: 0,
+                metadata: HashMap::new(),
+            }))
+            .await
+            .map_err(state_error)?
+            .into_inner();
+        let mut by_key = HashMap::with_capacity(response.items.len());
+        for item in response.items {
+            if !item.error.is_empty() {
+                return Err(StateError::Unavailable(format!(
+                    "{}: {}",
+                    item.key, item.error
+                )));
+            }
+            let found = (!(item.data.is_empty() && item.etag.is_empty())).then_some(Versioned {
+                value: item.data,
+                etag: item.etag,
+            });
+            by_key.insert(item.key, found);
+        }
+        keys.iter()
+            .map(|key| {
+                by_key.remove(key).ok_or_else(|| {
+                    StateError::Unavailable(format!("the bulk read did not answer for {key}"))
+                })
+            })
+            .collect()
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError> {

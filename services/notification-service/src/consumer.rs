@@ -12,7 +12,8 @@ use taskmesh_shared::recurrence::RecurrenceRule;
 use taskmesh_shared::state::StateStore;
 
 use crate::inbox::{Notification, NotificationKind};
-use crate::records::{Change, task_key};
+use crate::prefs::Preferences;
+use crate::records::{Change, decode, inbox_key, prefs_key, task_key};
 use crate::reminder::TaskRecord;
 use crate::reminders::{Reminders, local_time};
 
@@ -50,11 +51,29 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
         if event.owner_id.is_empty() || event.task.owner_id != event.owner_id {
             return Outcome::Drop(format!("event {} has no consistent owner_id", delivery.id));
         }
+        // One bulk read for the three records an event may touch.
+        let keys = [
+            task_key(event.task.id),
+            inbox_key(&event.owner_id),
+            prefs_key(&event.owner_id),
+        ];
+        let [task, inbox, prefs] = match self.reminders.records().prefetch(&keys).await {
+            Ok(found) => match <[_; 3]>::try_from(found) {
+                Ok(found) => found,
+                Err(_) => return Outcome::Retry("the bulk read lost a key".into()),
+            },
+            Err(err) => return Outcome::Retry(err.to_string()),
+        };
+        let prefs: Preferences = match decode(&keys[2], prefs) {
+            Ok((prefs, _)) => prefs.unwrap_or_default(),
+            Err(err) => return Outcome::Retry(err.to_string()),
+        };
         let seen = self
             .reminders
             .records()
-            .update(
-                &task_key(event.task.id),
+            .update_seeded(
+                &keys[0],
+                Some(task),
                 |current: Option<TaskRecord>| match current {
                     Some(current) if current.version > event.version => Change::Keep(Seen::Older),
                     Some(current) if current.version == event.version => {
@@ -84,11 +103,18 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
             }
         };
         if let Some(notification) = notification_for(self.kind, &event, &delivery.id)
-            && let Err(err) = self.reminders.notify(&event.owner_id, notification).await
+            && let Err(err) = self
+                .reminders
+                .notify_seeded(&event.owner_id, notification, Some(inbox))
+                .await
         {
             return Outcome::Retry(err.to_string());
         }
-        match self.reminders.sync(&record, had_job).await {
+        match self
+            .reminders
+            .sync_with(&record, had_job, Some(&prefs))
+            .await
+        {
             Ok(()) => Outcome::Success,
             Err(err) => Outcome::Retry(err.to_string()),
         }

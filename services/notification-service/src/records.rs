@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use taskmesh_shared::state::{Expect, StateError, StateStore};
+use taskmesh_shared::state::{Expect, StateError, StateStore, Versioned};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -54,22 +54,13 @@ impl<S: StateStore> Records<S> {
     }
 
     pub async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, RecordError> {
-        Ok(self.read_versioned(key).await?.map(|(value, _)| value))
+        let stored = self.store.get(key).await?;
+        Ok(decode(key, stored)?.0)
     }
 
-    async fn read_versioned<T: DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<(T, Expect)>, RecordError> {
-        let Some(stored) = self.store.get(key).await? else {
-            return Ok(None);
-        };
-        let value =
-            serde_json::from_slice(&stored.value).map_err(|source| RecordError::Corrupt {
-                key: key.to_owned(),
-                source,
-            })?;
-        Ok(Some((value, Expect::Etag(stored.etag))))
+    /// The raw records at `keys` in one round trip, to seed `update_seeded` and `decode`.
+    pub async fn prefetch(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, RecordError> {
+        Ok(self.store.get_many(keys).await?)
     }
 
     /// Applies `change` to the record at `key` (or to `T::default()` when there is none)
@@ -77,16 +68,30 @@ impl<S: StateStore> Records<S> {
     pub async fn update<T, R>(
         &self,
         key: &str,
+        change: impl FnMut(Option<T>) -> Change<T, R>,
+    ) -> Result<R, RecordError>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        self.update_seeded(key, None, change).await
+    }
+
+    /// `update`, starting from a record read beforehand (`Some(read)`) instead of reading.
+    pub async fn update_seeded<T, R>(
+        &self,
+        key: &str,
+        mut seed: Option<Option<Versioned>>,
         mut change: impl FnMut(Option<T>) -> Change<T, R>,
     ) -> Result<R, RecordError>
     where
         T: Serialize + DeserializeOwned,
     {
         for _ in 0..MAX_CONFLICTS {
-            let (current, expect) = match self.read_versioned(key).await? {
-                Some((value, expect)) => (Some(value), expect),
-                None => (None, Expect::Absent),
+            let stored = match seed.take() {
+                Some(stored) => stored,
+                None => self.store.get(key).await?,
             };
+            let (current, expect) = decode(key, stored)?;
             let (value, result) = match change(current) {
                 Change::Keep(result) => return Ok(result),
                 Change::Write(value, result) => (value, result),
@@ -121,6 +126,21 @@ impl<S: StateStore> Records<S> {
         }
         Err(RecordError::Contended(key.to_owned()))
     }
+}
+
+/// A stored record and the expectation to write it back with.
+pub fn decode<T: DeserializeOwned>(
+    key: &str,
+    stored: Option<Versioned>,
+) -> Result<(Option<T>, Expect), RecordError> {
+    let Some(stored) = stored else {
+        return Ok((None, Expect::Absent));
+    };
+    let value = serde_json::from_slice(&stored.value).map_err(|source| RecordError::Corrupt {
+        key: key.to_owned(),
+        source,
+    })?;
+    Ok((Some(value), Expect::Etag(stored.etag)))
 }
 
 /// What an update decided.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use taskmesh_shared::callback::{InvokeError, JobHandler};
 use taskmesh_shared::events::{ReminderData, ReminderEvent, ReminderKind};
-use taskmesh_shared::state::StateStore;
+use taskmesh_shared::state::{StateStore, Versioned};
 use uuid::Uuid;
 
 use crate::inbox::{Inbox, Notification, NotificationKind};
@@ -94,8 +94,18 @@ impl<S: StateStore> Reminders<S> {
         user_id: &str,
         notification: Notification,
     ) -> Result<(), RecordError> {
+        self.notify_seeded(user_id, notification, None).await
+    }
+
+    /// `notify`, from an inbox read beforehand when `seed` is given.
+    pub async fn notify_seeded(
+        &self,
+        user_id: &str,
+        notification: Notification,
+        seed: Option<Option<Versioned>>,
+    ) -> Result<(), RecordError> {
         self.records
-            .update(&inbox_key(user_id), |inbox: Option<Inbox>| {
+            .update_seeded(&inbox_key(user_id), seed, |inbox: Option<Inbox>| {
                 let mut inbox = inbox.unwrap_or_default();
                 if inbox.add(notification.clone()) {
                     Change::Write(inbox, ())
@@ -109,13 +119,26 @@ impl<S: StateStore> Reminders<S> {
     /// Schedules the job for `record`'s next reminder, or cancels it when there is none
     /// (`had_job`: a job may exist from an earlier state). Idempotent.
     pub async fn sync(&self, record: &TaskRecord, had_job: bool) -> Result<(), ReminderError> {
+        self.sync_with(record, had_job, None).await
+    }
+
+    /// `sync`, with the owner's preferences when the caller has them already.
+    pub async fn sync_with(
+        &self,
+        record: &TaskRecord,
+        had_job: bool,
+        prefs: Option<&Preferences>,
+    ) -> Result<(), ReminderError> {
         let action = match record.due_time.filter(|_| record.active) {
             None => None,
             Some(_) => {
-                let lead = self
-                    .preferences(&record.owner_id)
-                    .await?
-                    .lead(self.settings.default_lead);
+                let lead = match prefs {
+                    Some(prefs) => prefs.lead(self.settings.default_lead),
+                    None => self
+                        .preferences(&record.owner_id)
+                        .await?
+                        .lead(self.settings.default_lead),
+                };
                 record.next_action(Utc::now(), lead)
             }
         };

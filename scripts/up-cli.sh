@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `just up-cli`: the system through the dapr CLI's multi-app run (dapr/dapr.yaml).
+# It starts what the component files expect on their default addresses (Redis on 6379,
+# the Dapr scheduler on 50006, an SMTP sink on 1025), gives the CLI a runtime directory
+# with our daprd (what `dapr init` would make), and stops everything on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}"
+daprd="$(scripts/setup-daprd.sh daprd)"
+scheduler="$(scripts/setup-daprd.sh scheduler)"
+dapr="$(scripts/setup-dapr-cli.sh)"
+redis="$(scripts/setup-redis.sh)"
+smtp_python="$(scripts/setup-smtp.sh)"
+
+runtime="$CACHE/dapr-runtime"
+mkdir -p "$runtime/.dapr/bin" "$runtime/.dapr/components"
+ln -sf "$daprd" "$runtime/.dapr/bin/daprd"
+cp dapr/config.yaml "$runtime/.dapr/config.yaml"
+
+state=".data/up-cli"
+mkdir -p "$state/redis" "$state/scheduler" "$state/mail"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 6379 50006 1025; do
+  if port_open "$port"; then
+    echo "up-cli: port $port is taken; stop what runs there first" >&2
+    exit 1
+  fi
+done
+"$redis" --port 6379 --bind 127.0.0.1 --save '' --dir "$state/redis" >"$state/redis.log" 2>&1 &
+pids+=($!)
+"$scheduler" --port 50006 --listen-address 127.0.0.1 --healthz-port 58080 --metrics-port 59090 \
+  --etcd-data-dir "$state/scheduler" --etcd-client-port 52379 \
+  --etcd-initial-cluster dapr-scheduler-server-0=http://127.0.0.1:52380 \
+  --override-broadcast-host-port 127.0.0.1:50006 >"$state/scheduler.log" 2>&1 &
+pids+=($!)
+"$smtp_python" -m aiosmtpd -n -l 127.0.0.1:1025 -c aiosmtpd.handlers.Mailbox "$state/mail" \
+  >"$state/smtp.log" 2>&1 &
+pids+=($!)
+for port in 6379 50006 1025; do
+  for _ in $(seq 100); do port_open "$port" && break; sleep 0.2; done
+done
+echo "up-cli: redis :6379, scheduler :50006, smtp :1025 (mail in $state/mail/new)" >&2
+
+# The sidecars present APP_API_TOKEN to the apps, which also need it (the CLI passes its
+# environment to both). Dev mode unless a JWT secret is given.
+export APP_API_TOKEN="${APP_API_TOKEN:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+[ -n "${TASKMESH_JWT_SECRET:-}" ] || export TASKMESH_DEV_MODE=true
+DAPR_RUNTIME_PATH="$runtime" "$dapr" run -f dapr/dapr.yaml
