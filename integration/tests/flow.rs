@@ -24,6 +24,11 @@ use taskmesh_proto::tasks::v1::*;
 const SECRET: &str = "flow-test-secret-0123456789";
 const APP_TOKEN: &str = "flow-app-token-0123456789";
 
+/// Both tests run task-service and recurring-service under the same app ids, and mDNS
+/// resolves app ids host-wide: run at the same time, one test's recurring-service could
+/// call the other test's task-service. So they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn stack(scheduler: &Scheduler) -> Stack {
     Stack {
         app_api_token: Some(APP_TOKEN.into()),
@@ -44,6 +49,7 @@ fn stats(analytics: &App, user: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recurring_task_rolls_over_and_is_counted_once() {
+    let _turn = SERIAL.lock().await;
     let redis = RedisServer::start().unwrap();
     let scheduler = Scheduler::start().unwrap();
     let stack = stack(&scheduler);
@@ -334,6 +340,7 @@ async fn publish(sidecar: &Daprd, event: &taskmesh_shared::events::TaskEvent) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_redeliveries_have_one_effect_and_a_state_store_outage_loses_nothing() {
+    let _turn = SERIAL.lock().await;
     let broker = RedisServer::start().unwrap();
     let mut state = RedisServer::start_persistent().unwrap();
     let resources =
