@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use dapr::dapr::proto::common::v1::{InvokeRequest, InvokeResponse};
 use dapr::dapr::proto::runtime::v1::app_callback_server::AppCallback;
+use dapr::dapr::proto::runtime::v1::topic_event_bulk_request_entry::Event as BulkEvent;
 use dapr::dapr::proto::runtime::v1::topic_event_response::TopicEventResponseStatus;
 use dapr::dapr::proto::runtime::v1::{
-    BindingEventRequest, BindingEventResponse, JobEventRequest, JobEventResponse,
-    ListInputBindingsResponse, ListTopicSubscriptionsResponse, TopicEventBulkRequest,
-    TopicEventBulkResponse, TopicEventRequest, TopicEventResponse, TopicRoutes, TopicRule,
-    TopicSubscription,
+    BindingEventRequest, BindingEventResponse, BulkSubscribeConfig, JobEventRequest,
+    JobEventResponse, ListInputBindingsResponse, ListTopicSubscriptionsResponse,
+    TopicEventBulkRequest, TopicEventBulkResponse, TopicEventBulkResponseEntry, TopicEventRequest,
+    TopicEventResponse, TopicRoutes, TopicRule, TopicSubscription,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
@@ -36,6 +37,7 @@ pub struct Subscription {
     metadata: HashMap<String, String>,
     routes: Vec<(String, Arc<dyn TopicHandler>)>,
     fallback: Option<Arc<dyn TopicHandler>>,
+    bulk: Option<BulkSubscribeConfig>,
 }
 
 impl Subscription {
@@ -47,7 +49,23 @@ impl Subscription {
             metadata: HashMap::new(),
             routes: Vec::new(),
             fallback: None,
+            bulk: None,
         }
+    }
+
+    /// Asks the sidecar to deliver in batches of up to `max_messages`, waiting at most
+    /// `max_await_ms` to fill one: far fewer sidecar round trips for a busy consumer, at
+    /// the cost of up to `max_await_ms` of latency. The entries of a batch are handled
+    /// concurrently, so only consumers that tolerate reordering (version-guarded) may use
+    /// it. Measure first: notification-service, whose entries contend on users' inboxes,
+    /// went from about 600 to 290 events/s with batches of 100 (`just bench-consumers`).
+    pub fn bulk(mut self, max_messages: i32, max_await_ms: i32) -> Self {
+        self.bulk = Some(BulkSubscribeConfig {
+            enabled: true,
+            max_messages_count: max_messages,
+            max_await_duration_ms: max_await_ms,
+        });
+        self
     }
 
     /// Where DROPped events go (after the component's retry policy for RETRY).
@@ -104,7 +122,7 @@ impl Subscription {
                 default: self.default_path(),
             }),
             dead_letter_topic: self.dead_letter_topic.clone().unwrap_or_default(),
-            bulk_subscribe: None,
+            bulk_subscribe: self.bulk,
         }
     }
 
@@ -341,36 +359,38 @@ impl AppCallback for Router {
         request: Request<TopicEventBulkRequest>,
     ) -> Result<Response<TopicEventBulkResponse>, Status> {
         self.authorize(&request)?;
-        // No subscription asks for bulk delivery; answering per entry keeps it correct
-        // should a component deliver in bulk anyway.
+        // Entries are independent deliveries: handled concurrently, answered one by one.
         let request = request.into_inner();
-        let mut statuses = Vec::with_capacity(request.entries.len());
-        for entry in request.entries {
-            let status = match entry.event {
-                Some(dapr::dapr::proto::runtime::v1::topic_event_bulk_request_entry::Event::CloudEvent(ce)) => {
-                    let event = TopicEventRequest {
-                        id: ce.id,
-                        source: ce.source,
-                        r#type: ce.r#type,
-                        spec_version: ce.spec_version,
-                        data_content_type: ce.data_content_type,
-                        data: ce.data,
-                        topic: request.topic.clone(),
-                        pubsub_name: request.pubsub_name.clone(),
-                        path: request.path.clone(),
-                        extensions: ce.extensions,
-                    };
-                    self.deliver(event).await
-                }
-                _ => TopicEventResponseStatus::Drop,
-            };
-            statuses.push(
-                dapr::dapr::proto::runtime::v1::TopicEventBulkResponseEntry {
+        let (topic, pubsub, path) = (request.topic, request.pubsub_name, request.path);
+        let statuses = futures::future::join_all(request.entries.into_iter().map(|entry| {
+            let (topic, pubsub, path) = (topic.clone(), pubsub.clone(), path.clone());
+            async move {
+                let status = match entry.event {
+                    Some(BulkEvent::CloudEvent(ce)) => {
+                        self.deliver(TopicEventRequest {
+                            id: ce.id,
+                            source: ce.source,
+                            r#type: ce.r#type,
+                            spec_version: ce.spec_version,
+                            data_content_type: ce.data_content_type,
+                            data: ce.data,
+                            topic,
+                            pubsub_name: pubsub,
+                            path,
+                            extensions: ce.extensions,
+                        })
+                        .await
+                    }
+                    // We publish CloudEvents only: anything else is not ours.
+                    _ => TopicEventResponseStatus::Drop,
+                };
+                TopicEventBulkResponseEntry {
                     entry_id: entry.entry_id,
                     status: status as i32,
-                },
-            );
-        }
+                }
+            }
+        }))
+        .await;
         Ok(Response::new(TopicEventBulkResponse { statuses }))
     }
 

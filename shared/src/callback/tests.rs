@@ -178,3 +178,72 @@ async fn app_api_token_is_enforced_when_set() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn bulk_deliveries_are_declared_and_answered_entry_by_entry() {
+    use dapr::dapr::proto::runtime::v1::{TopicEventBulkRequestEntry, TopicEventCeRequest};
+
+    let ok = recorder(Outcome::Success);
+    let busy = recorder(Outcome::Retry("store down".into()));
+    let router = Router::new().subscribe(
+        Subscription::new("ps", "task-events")
+            .on_type("a.v1", ok.clone())
+            .on_type("b.v1", busy.clone())
+            .bulk(100, 20),
+    );
+    let declared = router
+        .list_topic_subscriptions(Request::new(()))
+        .await
+        .unwrap()
+        .into_inner();
+    let bulk = declared.subscriptions[0].bulk_subscribe.unwrap();
+    assert!(bulk.enabled);
+    assert_eq!(
+        (bulk.max_messages_count, bulk.max_await_duration_ms),
+        (100, 20)
+    );
+
+    let entry = |id: &str, event_type: &str| TopicEventBulkRequestEntry {
+        entry_id: format!("entry-{id}"),
+        event: Some(BulkEvent::CloudEvent(TopicEventCeRequest {
+            id: id.into(),
+            r#type: event_type.into(),
+            data: b"{}".to_vec(),
+            ..TopicEventCeRequest::default()
+        })),
+        ..TopicEventBulkRequestEntry::default()
+    };
+    let answer = router
+        .on_bulk_topic_event(Request::new(TopicEventBulkRequest {
+            entries: vec![
+                entry("1", "a.v1"),
+                entry("2", "b.v1"),
+                entry("3", "nope.v9"),
+                TopicEventBulkRequestEntry {
+                    entry_id: "entry-raw".into(),
+                    ..TopicEventBulkRequestEntry::default()
+                },
+            ],
+            topic: "task-events".into(),
+            pubsub_name: "ps".into(),
+            ..TopicEventBulkRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let statuses: Vec<(String, i32)> = answer
+        .statuses
+        .into_iter()
+        .map(|s| (s.entry_id, s.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("entry-1".to_owned(), 0),
+            ("entry-2".to_owned(), 1),
+            ("entry-3".to_owned(), 2),
+            ("entry-raw".to_owned(), 2),
+        ]
+    );
+    assert_eq!(ok.seen.lock().unwrap().as_slice(), ["1"]);
+}
