@@ -42,11 +42,21 @@ up-cli: setup
 test: setup
     cargo build --workspace --bins
     cargo test --workspace --all-targets --no-fail-fast
+    scripts/check-chart.sh
+
+# The Helm chart's checks alone (lint, schemas, per-environment tests, checkov, hadolint).
+chart-check:
+    scripts/check-chart.sh
+
+# The image build commands for the four services (run them where Docker exists).
+images tag="0.1.0" registry="ghcr.io/taskmesh":
+    @for app in task-service notification-service recurring-service analytics-service; do       echo "docker build --build-arg SERVICE=$app -t {{registry}}/$app:{{tag}} .";     done
 
 # Format check and clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --all-features -- -D warnings
+    "$(scripts/setup-chart-tools.sh)/hadolint" Dockerfile
 
 # What CI runs.
 ci: lint test
