@@ -153,16 +153,18 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
 
     // notification-service: the first task's due time, its roll-over, and the next
     // occurrence's due time (delivery order across tasks is not guaranteed).
-    let mut kinds = eventually(Duration::from_secs(30), async || {
+    let mut kinds = eventually(Duration::from_secs(60), async || {
         let kinds = notification_kinds(&notifications, "alice");
         (kinds.len() >= 3).then_some(kinds)
     })
     .await
     .unwrap_or_else(|| {
         panic!(
-            "notifications: {:?}\nnotification-service:\n{}",
+            "notifications: {:?}\nnotification-service:\n{}\nits sidecar:\n{}\nmetrics:\n{}",
             notification_kinds(&notifications, "alice"),
-            tail(&notifications.service.log())
+            notifications.service.log(),
+            tail(&notifications.sidecar.log()),
+            notifications.service.metrics()
         )
     });
     kinds.sort();
@@ -252,6 +254,26 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
         .await
         .unwrap();
     assert!(!dropped.is_empty());
+
+    // What an operator scrapes: calls by method and code, deliveries by type and outcome.
+    let task_metrics = tasks.service.metrics();
+    for line in [
+        r#"taskmesh_grpc_server_calls_total{method="/taskmesh.tasks.v1.TaskService/CreateTask",code="Ok"}"#,
+        r#"taskmesh_grpc_server_calls_total{method="/taskmesh.tasks.v1.TaskService/CreateTask",code="Unauthenticated"} 1"#,
+    ] {
+        assert!(task_metrics.contains(line), "{line} not in\n{task_metrics}");
+    }
+    let analytics_metrics = analytics.service.metrics();
+    for line in [
+        r#"taskmesh_events_handled_total{topic="task-events",event_type="taskmesh.task.completed.v1",outcome="success"}"#,
+        r#"taskmesh_events_handled_total{topic="task-events",event_type="unknown",outcome="drop"}"#,
+        r#"taskmesh_grpc_server_calls_total{method="/dapr.proto.runtime.v1.AppCallback/OnInvoke",code="InvalidArgument"}"#,
+    ] {
+        assert!(
+            analytics_metrics.contains(line),
+            "{line} not in\n{analytics_metrics}"
+        );
+    }
 }
 
 fn notification_kinds(notifications: &App, user: &str) -> Vec<String> {

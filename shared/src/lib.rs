@@ -8,6 +8,7 @@ pub mod callback;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod grpc_metrics;
 pub mod metrics;
 pub mod net;
 pub mod occurrence;

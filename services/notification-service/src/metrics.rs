@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -10,7 +11,7 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
     pub applied: Counter,
     pub duplicates: Counter,
@@ -18,6 +19,22 @@ pub struct Metrics {
     pub reminders: Family<KindLabel, Counter>,
     pub deferred: Counter,
     pub delivery_failures: Family<KindLabel, Counter>,
+    pub lag_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            applied: Counter::default(),
+            duplicates: Counter::default(),
+            conflicts: Counter::default(),
+            reminders: Family::default(),
+            deferred: Counter::default(),
+            delivery_failures: Family::default(),
+            // 10 ms to about 80 s.
+            lag_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        }
+    }
 }
 
 impl Metrics {
@@ -53,6 +70,11 @@ impl Metrics {
             "delivery_failures",
             "E-mail or webhook deliveries that failed after retries, by channel",
             metrics.delivery_failures.clone(),
+        );
+        registry.register(
+            "reminder_lag_seconds",
+            "How late a reminder was sent after its planned time (a quiet-hours deferral included)",
+            metrics.lag_seconds.clone(),
         );
         metrics
     }

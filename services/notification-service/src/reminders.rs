@@ -172,10 +172,14 @@ impl<S: StateStore> Reminders<S> {
             return Ok(());
         }
         self.send(&record, &prefs, action, lead, now).await?;
+        let late = (now - action.at).max(Duration::zero());
+        self.metrics
+            .lag_seconds
+            .observe(late.num_milliseconds() as f64 / 1000.0);
         tracing::info!(
             task = %task_id,
             kind = kind_label(action.kind),
-            late_ms = (now - action.at).num_milliseconds(),
+            late_ms = late.num_milliseconds(),
             "reminder sent"
         );
         let marked = self

@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use taskmesh_proto::tasks::v1::task_service_server::TaskServiceServer;
 use taskmesh_shared::auth::TokenVerifier;
 use taskmesh_shared::config::ConfigError;
+use taskmesh_shared::grpc_metrics::GrpcMetricsLayer;
 use taskmesh_shared::metrics::MetricsServer;
 use taskmesh_shared::net::incoming;
 use tokio::net::TcpListener;
@@ -53,6 +54,7 @@ pub struct Application {
     shutdown_grace: Duration,
     metrics: MetricsServer,
     metrics_addr: SocketAddr,
+    grpc_metrics: GrpcMetricsLayer,
     outbox: OutboxParts,
 }
 
@@ -103,6 +105,7 @@ impl Application {
         let bind_error = |addr| move |source| StartError::Bind { addr, source };
         let mut registry = Registry::default();
         let outbox_metrics = OutboxMetrics::register(&mut registry);
+        let grpc_metrics = GrpcMetricsLayer::register(&mut registry);
         let metrics = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
             .await
             .map_err(bind_error(config.metrics_listen))?;
@@ -145,6 +148,7 @@ impl Application {
             shutdown_grace: config.shutdown_grace,
             metrics,
             metrics_addr,
+            grpc_metrics,
             outbox,
         })
     }
@@ -194,6 +198,7 @@ impl Application {
             let _ = draining_tx.send(());
         };
         let server = Server::builder()
+            .layer(self.grpc_metrics)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(TaskServiceServer::with_interceptor(

@@ -5,6 +5,7 @@
 //! unimplemented and always answers SUCCESS; this router answers deliberately.
 
 mod handlers;
+mod metrics;
 mod server;
 
 use std::collections::HashMap;
@@ -25,6 +26,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 pub use handlers::{Delivery, InvokeError, JobHandler, Method, Outcome, TopicHandler};
+pub use metrics::RouterMetrics;
+
+use metrics::{EventLabels, TopicLabel};
 pub use server::{BindError, CallbackServer, ServiceConfig};
 
 const API_TOKEN_HEADER: &str = "dapr-api-token";
@@ -149,6 +153,7 @@ pub struct Router {
     methods: HashMap<String, Arc<dyn Method>>,
     jobs: Option<Arc<dyn JobHandler>>,
     app_api_token: Option<SecretString>,
+    metrics: Option<RouterMetrics>,
 }
 
 impl Router {
@@ -174,6 +179,12 @@ impl Router {
 
     /// Every call must carry this token as `dapr-api-token` (the sidecar's
     /// `APP_API_TOKEN`); unset means not checked.
+    /// Counts deliveries (the server registers these on its `/metrics`).
+    pub fn metrics(mut self, metrics: RouterMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub fn app_api_token(mut self, token: Option<SecretString>) -> Self {
         self.app_api_token = token.filter(|t| !t.expose_secret().is_empty());
         self
@@ -207,11 +218,22 @@ impl Router {
             traceparent = delivery.traceparent.as_deref().unwrap_or(""),
         );
         async {
-            let handler = self
+            let subscription = self
                 .subscriptions
                 .iter()
-                .find(|s| s.pubsub == delivery.pubsub && s.topic == delivery.topic)
-                .and_then(|s| s.handler_for(&path, &delivery.event_type));
+                .find(|s| s.pubsub == delivery.pubsub && s.topic == delivery.topic);
+            let handler = subscription.and_then(|s| s.handler_for(&path, &delivery.event_type));
+            let known_type = subscription
+                .is_some_and(|s| s.routes.iter().any(|(t, _)| *t == delivery.event_type));
+            let labels = (
+                delivery.topic.clone(),
+                if known_type {
+                    delivery.event_type.clone()
+                } else {
+                    "unknown".to_owned()
+                },
+            );
+            let started = std::time::Instant::now();
             let outcome = match handler {
                 Some(handler) => handler.handle(delivery).await,
                 None => Outcome::Drop(format!(
@@ -219,6 +241,25 @@ impl Router {
                     delivery.event_type, delivery.topic
                 )),
             };
+            if let Some(metrics) = &self.metrics {
+                let outcome = match outcome {
+                    Outcome::Success => "success",
+                    Outcome::Retry(_) => "retry",
+                    Outcome::Drop(_) => "drop",
+                };
+                metrics
+                    .events
+                    .get_or_create(&EventLabels {
+                        topic: labels.0.clone(),
+                        event_type: labels.1,
+                        outcome,
+                    })
+                    .inc();
+                metrics
+                    .handle_seconds
+                    .get_or_create(&TopicLabel { topic: labels.0 })
+                    .observe(started.elapsed().as_secs_f64());
+            }
             match outcome {
                 Outcome::Success => TopicEventResponseStatus::Success,
                 Outcome::Retry(reason) => {

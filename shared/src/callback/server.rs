@@ -16,8 +16,9 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
-use super::Router;
+use super::{Router, RouterMetrics};
 use crate::config::{self, ConfigError, Source};
+use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::metrics::MetricsServer;
 use crate::sidecar::SidecarConfig;
 use crate::telemetry::LogFormat;
@@ -71,6 +72,7 @@ pub struct CallbackServer {
     metrics: MetricsServer,
     metrics_addr: SocketAddr,
     router: Router,
+    grpc_metrics: GrpcMetricsLayer,
     grace: Duration,
 }
 
@@ -79,8 +81,10 @@ impl CallbackServer {
         name: &'static str,
         config: &ServiceConfig,
         router: Router,
-        registry: Registry,
+        mut registry: Registry,
     ) -> Result<Self, BindError> {
+        let router = router.metrics(RouterMetrics::register(&mut registry));
+        let grpc_metrics = GrpcMetricsLayer::register(&mut registry);
         let bind_error = |addr| move |source| BindError { addr, source };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -99,6 +103,7 @@ impl CallbackServer {
             metrics,
             metrics_addr,
             router: router.app_api_token(config.app_api_token.clone()),
+            grpc_metrics,
             grace: config.shutdown_grace,
         })
     }
@@ -135,6 +140,7 @@ impl CallbackServer {
             let _ = draining_tx.send(());
         };
         let server = Server::builder()
+            .layer(self.grpc_metrics)
             .add_service(health_service)
             .add_service(AppCallbackHealthCheckServer::new(AlwaysHealthy))
             .add_service(AppCallbackServer::new(self.router))
