@@ -20,7 +20,10 @@ use taskmesh_proto::tasks::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "reminder-test-secret-0123456789";
-const LEAD_SECS: i64 = 3;
+/// Longer than the 2.4-3.1 s by which the Dapr 1.18.1 scheduler has delivered a job late
+/// to a restarted sidecar: a due-soon reminder later than its due time is replaced by the
+/// overdue notice, which is not what this test is about.
+const LEAD_SECS: i64 = 8;
 
 type Hooks = Arc<Mutex<Vec<(String, String, Instant)>>>;
 
@@ -188,7 +191,7 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
     };
     let now = Utc::now();
     // Whole seconds, as the timestamps sent below.
-    let due = chrono::DateTime::from_timestamp(now.timestamp() + 16, 0).unwrap();
+    let due = chrono::DateTime::from_timestamp(now.timestamp() + 22, 0).unwrap();
     let due_at = Instant::now() + (due - now).to_std().unwrap();
     let fire_at = Instant::now()
         + (due - chrono::Duration::seconds(LEAD_SECS) - now)
@@ -200,12 +203,12 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
         .unwrap()
         .into_inner();
     let moved = alice
-        .create_task(create("Moved later", now + chrono::Duration::seconds(8)))
+        .create_task(create("Moved later", now + chrono::Duration::seconds(14)))
         .await
         .unwrap()
         .into_inner();
     let done = alice
-        .create_task(create("Done early", now + chrono::Duration::seconds(8)))
+        .create_task(create("Done early", now + chrono::Duration::seconds(14)))
         .await
         .unwrap()
         .into_inner();
@@ -250,7 +253,7 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
 
     // A reminder scheduled and fired within one sidecar's life: within 2 s of its time.
     let now = Utc::now();
-    let bills_due = chrono::DateTime::from_timestamp(now.timestamp() + 6, 0).unwrap();
+    let bills_due = chrono::DateTime::from_timestamp(now.timestamp() + 11, 0).unwrap();
     let bills_fire_at = Instant::now()
         + (bills_due - chrono::Duration::seconds(LEAD_SECS) - now)
             .to_std()
@@ -354,7 +357,7 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
     .unwrap_or_else(|| panic!("{}", list(&notifications, "alice")));
     assert_eq!(overdue, ["overdue", "due_soon", "due_time_set"]);
     // Scheduled through the previous sidecar: in about half of our runs the Dapr 1.18.1
-    // scheduler delivered such a job 2.4-2.6 s late to the new sidecar, so the bound here is
+    // scheduler delivered such a job 2.4-3.1 s late to the new sidecar, so the bound here is
     // looser. Jobs scheduled after the restart keep the 2 s bound (above, and the overdue
     // notice below).
     assert!(
@@ -372,13 +375,19 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
         early <= Duration::from_millis(1100),
         "the reminder came {early:?} early"
     );
-    let overdue_hook = hooks
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(_, body, _)| body.contains("taskmesh.task.overdue.v1") && body.contains(&bank.id))
-        .map(|(_, _, at)| *at)
-        .unwrap();
+    // The webhook call follows the inbox entry (and the e-mail) by a moment.
+    let overdue_hook = eventually(Duration::from_secs(10), async || {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, body, _)| {
+                body.contains("taskmesh.task.overdue.v1") && body.contains(&bank.id)
+            })
+            .map(|(_, _, at)| *at)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no overdue webhook call: {:?}", hooks.lock().unwrap()));
     let overdue_late = overdue_hook.saturating_duration_since(due_at);
     eprintln!("overdue webhook {overdue_late:?} after the due time");
     assert!(
