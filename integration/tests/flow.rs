@@ -263,6 +263,43 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
     ] {
         assert!(task_metrics.contains(line), "{line} not in\n{task_metrics}");
     }
+    // Every metric the Grafana dashboard queries exists in what the services expose.
+    let exposition = [&tasks, &recurring, &analytics, &notifications]
+        .map(|app| app.service.metrics())
+        .join("\n");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            taskmesh_integration::repo_root().join("helm/dashboards/taskmesh.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let queried: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().clone())
+        .flat_map(|target| {
+            target["expr"]
+                .as_str()
+                .unwrap()
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("taskmesh_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(queried.len() >= 12, "{queried:?}");
+    for name in queried {
+        let family = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_total"))
+            .unwrap_or(&name);
+        assert!(
+            exposition.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which no service exposes"
+        );
+    }
     let analytics_metrics = analytics.service.metrics();
     for line in [
         r#"taskmesh_events_handled_total{topic="task-events",event_type="taskmesh.task.completed.v1",outcome="success"}"#,

@@ -71,6 +71,14 @@ impl Metrics {
             "E-mail or webhook deliveries that failed after retries, by channel",
             metrics.delivery_failures.clone(),
         );
+        // Zero-valued series from the start, so that rates and alerts see them before the
+        // first reminder or failure.
+        for kind in ["due_soon", "overdue"] {
+            drop(metrics.reminders.get_or_create(&KindLabel { kind }));
+        }
+        for kind in ["email", "webhook"] {
+            drop(metrics.delivery_failures.get_or_create(&KindLabel { kind }));
+        }
         registry.register(
             "reminder_lag_seconds",
             "How late a reminder was sent after its planned time (a quiet-hours deferral included)",
