@@ -8,6 +8,7 @@ pub mod children;
 pub mod client;
 pub mod kafka_broker;
 pub mod net;
+pub mod otlp_receiver;
 pub mod postgres;
 pub mod process;
 pub mod recorder;

@@ -114,6 +114,20 @@ pub struct CloudEvent<T> {
     /// extension), so a subscriber's span joins the caller's trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Dapr's older name for `traceparent`, carrying the same value. The sidecar keeps a
+    /// published envelope's trace context only when `traceid` is present; without it, it
+    /// overwrites `traceparent` with its own span's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceid: Option<String>,
+}
+
+impl<T> CloudEvent<T> {
+    /// Sets the trace context that subscribers continue (both fields, see `traceid`).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceid.clone_from(&traceparent);
+        self.traceparent = traceparent;
+        self
+    }
 }
 
 pub type TaskEvent = CloudEvent<TaskEventData>;
@@ -131,6 +145,7 @@ impl TaskEvent {
             datacontenttype: Some(JSON_CONTENT_TYPE.to_owned()),
             data,
             traceparent: None,
+            traceid: None,
         }
     }
 }
@@ -187,6 +202,7 @@ impl ReminderEvent {
             datacontenttype: Some(JSON_CONTENT_TYPE.to_owned()),
             data,
             traceparent: None,
+            traceid: None,
         }
     }
 }

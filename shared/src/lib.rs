@@ -17,3 +17,4 @@ pub mod shutdown;
 pub mod sidecar;
 pub mod state;
 pub mod telemetry;
+pub mod trace_context;

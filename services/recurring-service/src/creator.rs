@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
 use taskmesh_shared::config::ConfigError;
+use taskmesh_shared::trace_context;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -73,6 +74,10 @@ impl TaskCreator for DaprTaskCreator {
         let metadata = request.metadata_mut();
         metadata.insert("dapr-app-id", metadata_value(&self.target_app_id)?);
         metadata.insert(ON_BEHALF_OF, metadata_value(&next.owner_id)?);
+        // The new task's creation joins the trace of the completion that caused it.
+        if let Some(traceparent) = trace_context::current() {
+            metadata.insert(trace_context::TRACEPARENT, metadata_value(&traceparent)?);
+        }
         if let Some(token) = &self.dapr_api_token {
             metadata.insert("dapr-api-token", metadata_value(token.expose_secret())?);
         }

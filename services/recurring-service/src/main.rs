@@ -20,7 +20,14 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = Config::from_env(&ProcessEnv)?;
-    taskmesh_shared::telemetry::init(config.service.log_format);
+    let telemetry =
+        taskmesh_shared::telemetry::init("recurring-service", &config.service.telemetry);
+    let result = serve(config).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = app::build(config).await?;
     server
         .run_until_stopped(taskmesh_shared::shutdown::signal())

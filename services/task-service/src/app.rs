@@ -14,6 +14,7 @@ use taskmesh_shared::config::ConfigError;
 use taskmesh_shared::grpc_metrics::GrpcMetricsLayer;
 use taskmesh_shared::metrics::MetricsServer;
 use taskmesh_shared::net::incoming;
+use taskmesh_shared::trace_context;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tonic::transport::Server;
@@ -198,6 +199,7 @@ impl Application {
             let _ = draining_tx.send(());
         };
         let server = Server::builder()
+            .trace_fn(trace_context::grpc_server_span)
             .layer(self.grpc_metrics)
             .add_service(health_service)
             .add_service(reflection)

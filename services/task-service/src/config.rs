@@ -8,7 +8,7 @@ use taskmesh_shared::auth::DEV_SECRET;
 use taskmesh_shared::config::{self, ConfigError, Source};
 use taskmesh_shared::events::TASK_EVENTS_TOPIC;
 use taskmesh_shared::sidecar::SidecarConfig;
-use taskmesh_shared::telemetry::LogFormat;
+use taskmesh_shared::telemetry::TelemetryConfig;
 
 use crate::outbox::OutboxSettings;
 
@@ -25,7 +25,7 @@ pub struct Config {
     pub jwt_secret: SecretString,
     /// Accept tokens signed with the public development secret.
     pub dev_mode: bool,
-    pub log_format: LogFormat,
+    pub telemetry: TelemetryConfig,
     /// How long in-flight calls may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Prometheus endpoint (`METRICS_PORT`, 0 picks a free port).
@@ -112,7 +112,7 @@ impl Config {
             database_max_connections,
             jwt_secret: jwt_secret.into(),
             dev_mode,
-            log_format: config::parse_or(env, "TASKMESH_LOG_FORMAT", LogFormat::Text)?,
+            telemetry: TelemetryConfig::from_env(env)?,
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             metrics_listen: SocketAddr::new(host, metrics_port),
             sidecar: SidecarConfig::from_env(env)?,

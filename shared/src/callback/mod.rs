@@ -215,8 +215,9 @@ impl Router {
             event.id = %delivery.id,
             event.r#type = %delivery.event_type,
             topic = %delivery.topic,
-            traceparent = delivery.traceparent.as_deref().unwrap_or(""),
+            otel.kind = "consumer",
         );
+        crate::trace_context::set_parent(&span, delivery.traceparent.as_deref(), None);
         async {
             let subscription = self
                 .subscriptions
@@ -317,12 +318,12 @@ impl AppCallback for Router {
         self.authorize(&request)?;
         let traceparent = request
             .metadata()
-            .get("traceparent")
+            .get(crate::trace_context::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+            .map(str::to_owned);
         let request = request.into_inner();
-        let span = tracing::info_span!("invoke", method = %request.method, %traceparent);
+        let span = tracing::info_span!("invoke", method = %request.method, otel.kind = "server");
+        crate::trace_context::set_parent(&span, traceparent.as_deref(), None);
         async {
             let method = self.methods.get(&request.method).ok_or_else(|| {
                 let mut known: Vec<&str> = self.methods.keys().map(String::as_str).collect();

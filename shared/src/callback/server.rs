@@ -21,7 +21,7 @@ use crate::config::{self, ConfigError, Source};
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::metrics::MetricsServer;
 use crate::sidecar::SidecarConfig;
-use crate::telemetry::LogFormat;
+use crate::telemetry::TelemetryConfig;
 
 /// Settings of a subscriber service, from the environment (names as in DESIGN.md).
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct ServiceConfig {
     pub sidecar: SidecarConfig,
     /// The token the sidecar presents on AppCallback calls (`APP_API_TOKEN`).
     pub app_api_token: Option<SecretString>,
-    pub log_format: LogFormat,
+    pub telemetry: TelemetryConfig,
     pub shutdown_grace: Duration,
 }
 
@@ -50,7 +50,7 @@ impl ServiceConfig {
             metrics_listen: SocketAddr::new(host, metrics_port),
             sidecar: SidecarConfig::from_env(env)?,
             app_api_token: config::optional(env, "APP_API_TOKEN").map(SecretString::from),
-            log_format: config::parse_or(env, "TASKMESH_LOG_FORMAT", LogFormat::Text)?,
+            telemetry: TelemetryConfig::from_env(env)?,
             shutdown_grace: Duration::from_secs(grace),
         })
     }

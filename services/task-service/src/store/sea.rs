@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use taskmesh_shared::error::ApiError;
 use taskmesh_shared::events::TaskEvent;
+use taskmesh_shared::trace_context;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -36,14 +37,16 @@ impl SeaTaskStore {
     }
 
     /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
-    /// change commits.
-    async fn record(&self, txn: &DatabaseTransaction, event: &TaskEvent) -> Result<(), ApiError> {
+    /// change commits. The event keeps the request's trace context: subscribers' spans
+    /// join the trace of the call that caused them.
+    async fn record(&self, txn: &DatabaseTransaction, event: TaskEvent) -> Result<(), ApiError> {
+        let event = event.with_traceparent(trace_context::current());
         let row = outbox_entity::ActiveModel {
             seq: NotSet,
             event_id: Set(event.id.clone()),
             task_id: Set(event.data.task.id.to_string()),
             event_type: Set(event.event_type.clone()),
-            payload: Set(serde_json::to_string(event).map_err(ApiError::internal)?),
+            payload: Set(serde_json::to_string(&event).map_err(ApiError::internal)?),
             created_at: Set(micros(crate::domain::now())),
             published_at: Set(None),
             attempts: Set(0),
@@ -101,7 +104,7 @@ impl TaskStore for SeaTaskStore {
         let txn = self.db.writer.begin().await.map_err(db_error)?;
         match Entity::insert(row).exec_without_returning(&txn).await {
             Ok(_) => {
-                self.record(&txn, &events::changed(ChangeKind::Created, None, &task))
+                self.record(&txn, events::changed(ChangeKind::Created, None, &task))
                     .await?;
                 self.commit(txn).await?;
                 Ok(task)
@@ -232,7 +235,7 @@ impl TaskStore for SeaTaskStore {
                 "task {id} was changed concurrently; read it again and retry"
             )));
         }
-        self.record(&txn, &events::changed(kind, Some(&before), &task))
+        self.record(&txn, events::changed(kind, Some(&before), &task))
             .await?;
         self.commit(txn).await?;
         Ok(task)
@@ -264,7 +267,7 @@ impl TaskStore for SeaTaskStore {
                 "task {id} was changed concurrently; read it again and retry"
             )));
         }
-        self.record(&txn, &events::deleted(&task, crate::domain::now()))
+        self.record(&txn, events::deleted(&task, crate::domain::now()))
             .await?;
         self.commit(txn).await
     }
