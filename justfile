@@ -18,6 +18,7 @@ setup:
     scripts/setup-kafka.sh >/dev/null
     scripts/setup-daprd.sh daprd >/dev/null
     scripts/setup-daprd.sh scheduler >/dev/null
+    scripts/setup-dapr-cli.sh >/dev/null
 
 # Build every crate.
 build:

@@ -120,6 +120,24 @@ class EveryEnvironment(unittest.TestCase):
                     drain = int(env_of(container)["TASKMESH_SHUTDOWN_GRACE_SECS"]["value"])
                     self.assertGreater(pod["spec"]["terminationGracePeriodSeconds"], drain)
 
+    def test_apps_export_spans_where_the_sidecars_do(self):
+        for env in ["local", "staging", "prod"]:
+            objects = render(env)
+            tracing = by_kind(objects, "Configuration")["taskmesh"]["spec"]["tracing"]
+            collector = tracing.get("otel", {}).get("endpointAddress")
+            for app, deployment in by_kind(objects, "Deployment").items():
+                with self.subTest(f"{env}/{app}"):
+                    container = deployment["spec"]["template"]["spec"]["containers"][0]
+                    variables = env_of(container)
+                    if collector is None:
+                        self.assertNotIn("OTEL_EXPORTER_OTLP_ENDPOINT", variables)
+                        continue
+                    self.assertEqual(variables["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"],
+                                     f"http://{collector}")
+                    self.assertEqual(variables["OTEL_TRACES_SAMPLER_ARG"]["value"],
+                                     tracing["samplingRate"])
+        self.assertIn("otel", by_kind(render("prod"), "Configuration")["taskmesh"]["spec"]["tracing"])
+
     def test_secrets_are_referenced_never_inlined(self):
         for env in ["local", "staging", "prod"]:
             objects = render(env)

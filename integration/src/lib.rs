@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod children;
 pub mod client;
+pub mod dapr_cli;
 pub mod kafka_broker;
 pub mod net;
 pub mod otlp_receiver;

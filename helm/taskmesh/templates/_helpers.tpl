@@ -30,6 +30,16 @@ taskmesh.dev/environment: {{ .Values.environment }}
   value: {{ .Values.topics.taskEvents | quote }}
 - name: TASKMESH_TOPIC_DEAD_LETTER
   value: {{ .Values.topics.deadLetter | quote }}
+{{- with .Values.dapr.tracing.otlpEndpoint }}
+{{/* The apps export their spans to the collector the sidecars use, sampled at the same
+     rate; a sampled caller's trace is always kept (parent-based). */}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ printf "http://%s" . | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $.Values.dapr.tracing.samplingRate | quote }}
+{{- end }}
 - name: DAPR_API_TOKEN
   valueFrom:
     secretKeyRef:
