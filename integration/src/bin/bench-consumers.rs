@@ -211,8 +211,11 @@ async fn main() -> anyhow::Result<()> {
     let dup_rate = n as f64 / start.elapsed().as_secs_f64();
     let applied_once = metric(&analytics.service, applied);
 
-    // (2) recurring: completions of recurring tasks, each creating a successor.
-    let m = n / 5;
+    // (2) recurring: completions of recurring tasks, each creating a successor. Measured
+    // alone, as notification-service is on its own topic: analytics-service would
+    // otherwise spend the two cores on the same completions and the successors' events.
+    drop(analytics);
+    let m = n / 2;
     let completions: Vec<TaskEvent> = (0..m)
         .map(|i| {
             event(
@@ -337,6 +340,6 @@ async fn main() -> anyhow::Result<()> {
         "| notification-service, the same {n} redelivered | {notify_dup_rate:.0} events/s | >= 1,000/s: {} |",
         verdict(notify_dup_rate >= 1000.0 && notified_once as usize == n)
     );
-    drop((analytics, recurring, notifications, tasks));
+    drop((recurring, notifications, tasks));
     Ok(())
 }

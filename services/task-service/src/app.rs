@@ -57,6 +57,8 @@ pub struct Application {
     metrics_addr: SocketAddr,
     grpc_metrics: GrpcMetricsLayer,
     outbox: OutboxParts,
+    /// Spans are exported, so each call gets a server span continuing the caller's trace.
+    traced: bool,
 }
 
 /// What the outbox relay needs; it starts with the server.
@@ -151,6 +153,7 @@ impl Application {
             metrics_addr,
             grpc_metrics,
             outbox,
+            traced: config.telemetry.otlp_endpoint.is_some(),
         })
     }
 
@@ -198,8 +201,12 @@ impl Application {
             mark_not_serving(&health).await;
             let _ = draining_tx.send(());
         };
-        let server = Server::builder()
-            .trace_fn(trace_context::grpc_server_span)
+        let mut builder = Server::builder();
+        if self.traced {
+            // A span per call only when it goes somewhere: it costs the hot path otherwise.
+            builder = builder.trace_fn(trace_context::grpc_server_span);
+        }
+        let server = builder
             .layer(self.grpc_metrics)
             .add_service(health_service)
             .add_service(reflection)
