@@ -50,4 +50,8 @@ echo "up-cli: redis :6379, scheduler :50006, smtp :1025 (mail in $state/mail/new
 # environment to both). Dev mode unless a JWT secret is given.
 export APP_API_TOKEN="${APP_API_TOKEN:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 [ -n "${TASKMESH_JWT_SECRET:-}" ] || export TASKMESH_DEV_MODE=true
+# CLI 1.12 (see setup-dapr-cli.sh) predates the scheduler and never passes
+# --scheduler-host-address; daprd 1.18 also reads it from this variable, which the
+# sidecars inherit from the CLI.
+export DAPR_SCHEDULER_HOST_ADDRESS_DNS_A="${DAPR_SCHEDULER_HOST_ADDRESS_DNS_A:-127.0.0.1:50006}"
 DAPR_RUNTIME_PATH="$runtime" "$dapr" run -f dapr/dapr.yaml

@@ -99,7 +99,7 @@ struct Fields {
     /// A tag (repeatable).
     #[arg(short, long = "tag")]
     tag: Vec<String>,
-    /// Due time: RFC 3339, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM` (UTC).
+    /// Due time: RFC 3339, or `YYYY-MM-DD [HH:MM]` in the `--tz` time zone (else UTC).
     #[arg(long)]
     due: Option<String>,
     /// IANA time zone of the task, e.g. Europe/Paris.
@@ -236,18 +236,37 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     Ok(TaskServiceClient::with_interceptor(channel, Bearer(header)))
 }
 
-fn parse_time(raw: &str) -> anyhow::Result<Timestamp> {
+/// A time given on the command line. RFC 3339 says its own offset; a date or `YYYY-MM-DD
+/// HH:MM` is wall-clock time in `tz` (the task's `--tz`, as a person reads it), else UTC.
+fn parse_time(raw: &str, tz: Option<&str>) -> anyhow::Result<Timestamp> {
     let time: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         t.with_timezone(&Utc)
-    } else if let Ok(t) = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M") {
-        t.and_utc()
-    } else if let Some(t) = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-    {
-        t.and_utc()
     } else {
-        bail!("{raw:?} is not a time (use RFC 3339, YYYY-MM-DD or \"YYYY-MM-DD HH:MM\")");
+        let local = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M")
+            .ok()
+            .or_else(|| {
+                NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            })
+            .with_context(|| {
+                format!("{raw:?} is not a time (use RFC 3339, YYYY-MM-DD or \"YYYY-MM-DD HH:MM\")")
+            })?;
+        match tz.filter(|tz| !tz.is_empty()) {
+            None => local.and_utc(),
+            Some(name) => {
+                let zone: chrono_tz::Tz = name
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{name:?} is not an IANA time zone"))?;
+                // A time in a daylight-saving gap does not exist; in the overlap, the
+                // first of the two is meant.
+                local
+                    .and_local_timezone(zone)
+                    .earliest()
+                    .with_context(|| format!("{raw} does not exist in {name} (a clock change)"))?
+                    .with_timezone(&Utc)
+            }
+        }
     };
     Ok(Timestamp {
         seconds: time.timestamp(),
@@ -295,7 +314,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 description: fields.description.unwrap_or_default(),
                 priority: fields.priority.map_or(0, |p| pb::Priority::from(p) as i32),
                 tags: fields.tag,
-                due_time: fields.due.as_deref().map(parse_time).transpose()?,
+                due_time: fields
+                    .due
+                    .as_deref()
+                    .map(|due| parse_time(due, fields.tz.as_deref()))
+                    .transpose()?,
                 time_zone: fields.tz,
                 recurrence: fields.every,
                 request_id,
@@ -340,7 +363,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 description: fields.description,
                 priority: fields.priority.map(|p| pb::Priority::from(p) as i32),
                 tags,
-                due_time: fields.due.as_deref().map(parse_time).transpose()?,
+                due_time: fields
+                    .due
+                    .as_deref()
+                    .map(|due| parse_time(due, fields.tz.as_deref()))
+                    .transpose()?,
                 clear_due_time: no_due,
                 time_zone: fields.tz,
                 recurrence: fields.every,
@@ -393,8 +420,16 @@ async fn list(client: &mut Client, args: ListArgs, json: bool) -> anyhow::Result
         } as i32,
         priority: args.priority.map_or(0, |p| pb::Priority::from(p) as i32),
         tag: args.tag,
-        due_before: args.due_before.as_deref().map(parse_time).transpose()?,
-        due_after: args.due_after.as_deref().map(parse_time).transpose()?,
+        due_before: args
+            .due_before
+            .as_deref()
+            .map(|t| parse_time(t, None))
+            .transpose()?,
+        due_after: args
+            .due_after
+            .as_deref()
+            .map(|t| parse_time(t, None))
+            .transpose()?,
         title_contains: args.search,
         order_by: match args.order {
             OrderArg::Created => pb::OrderBy::CreateTime,
@@ -416,4 +451,48 @@ async fn list(client: &mut Client, args: ListArgs, json: bool) -> anyhow::Result
     };
     output::tasks(&tasks, &next, json);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn utc(raw: &str, tz: Option<&str>) -> String {
+        let t = parse_time(raw, tz).unwrap();
+        DateTime::from_timestamp(t.seconds, 0).unwrap().to_rfc3339()
+    }
+
+    #[test]
+    fn wall_clock_times_are_read_in_the_tasks_time_zone() {
+        assert_eq!(utc("2030-01-06 08:00", None), "2030-01-06T08:00:00+00:00");
+        assert_eq!(
+            utc("2030-01-06 08:00", Some("Europe/Paris")),
+            "2030-01-06T07:00:00+00:00"
+        );
+        assert_eq!(
+            utc("2030-07-01", Some("America/New_York")),
+            "2030-07-01T04:00:00+00:00"
+        );
+        // RFC 3339 carries its own offset, whatever the zone.
+        assert_eq!(
+            utc("2030-01-06T08:00:00+01:00", Some("Asia/Tokyo")),
+            "2030-01-06T07:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn clock_changes_and_bad_input_are_explained() {
+        // 02:30 does not exist in Paris on the last Sunday of March 2030.
+        let gap = parse_time("2030-03-31 02:30", Some("Europe/Paris")).unwrap_err();
+        assert!(gap.to_string().contains("does not exist"), "{gap}");
+        // In the October overlap the first 02:30 (summer time) is meant.
+        assert_eq!(
+            utc("2030-10-27 02:30", Some("Europe/Paris")),
+            "2030-10-27T00:30:00+00:00"
+        );
+        assert!(parse_time("2030-01-06 08:00", Some("Mars/Olympus")).is_err());
+        assert!(parse_time("next tuesday", None).is_err());
+    }
 }
