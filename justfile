@@ -11,7 +11,8 @@ default:
 
 # Install or build what the system and its tests need, cached in ~/.cache/taskmesh:
 # PostgreSQL and Redis (Debian packages), Kafka (Maven Central jars), daprd and the
-# scheduler (built from the Go module proxy unless $DAPRD or ~/.dapr/bin/daprd exists).
+# scheduler (built from the Go module proxy unless $DAPRD or ~/.dapr/bin/daprd exists),
+# the dapr CLI, and kube-apiserver with etcd for the chart check.
 setup:
     scripts/setup-postgres.sh
     scripts/setup-redis.sh >/dev/null
@@ -19,6 +20,7 @@ setup:
     scripts/setup-daprd.sh daprd >/dev/null
     scripts/setup-daprd.sh scheduler >/dev/null
     scripts/setup-dapr-cli.sh >/dev/null
+    scripts/setup-kube-apiserver.sh >/dev/null
 
 # Build every crate.
 build:
@@ -45,7 +47,8 @@ test: setup
     cargo test --workspace --all-targets --no-fail-fast
     scripts/check-chart.sh
 
-# The Helm chart's checks alone (lint, schemas, per-environment tests, checkov, hadolint).
+# The Helm chart's checks alone (lint, schemas, per-environment tests, checkov, hadolint,
+# and a real kube-apiserver accepting every object).
 chart-check:
     scripts/check-chart.sh
 

@@ -29,11 +29,12 @@ if [ ! -d "$DAPR_CRDS" ]; then
 fi
 
 tmp="$(mktemp -d)"
-etcd_pid="" apiserver_pid=""
+etcd_pid="" apiserver_pid="" servers_up=""
 cleanup() {
   local rc=$?
-  # On failure the servers' own logs usually say why (a flag, a port, etcd unreachable).
-  if [ "$rc" -ne 0 ]; then
+  # If the servers did not come up, their own logs say why (a flag, a port, etcd); once
+  # they are up, a refusal is reported by the API server's response instead.
+  if [ "$rc" -ne 0 ] && [ -z "$servers_up" ]; then
     for log in etcd kube-apiserver; do
       if [ -s "$tmp/$log.log" ]; then
         echo "-- last lines of $log's log" >&2
@@ -262,6 +263,7 @@ for _ in $(seq 1 240); do
   sleep 0.5
 done
 kube_py ready || { echo "kube-apiserver not ready after 120s" >&2; exit 1; }
+servers_up=1
 echo "   ready after $((SECONDS - start))s"
 
 export KUBECONFIG="$tmp/kubeconfig"
@@ -297,7 +299,8 @@ for env in local staging prod; do
   echo "$dry_out"
   accepted="$(tail -n1 <<<"$dry_out" | grep -o '^ *[0-9]*' | tr -d ' ')"
   echo "== $env: helm install --no-hooks"
-  "$HELM" install "$release" helm/taskmesh -n "$ns" -f "$values" --no-hooks --hide-notes --timeout 60s
+  "$HELM" install "$release" helm/taskmesh -n "$ns" -f "$values" --no-hooks --hide-notes --timeout 60s \
+    || { echo "helm install of $env failed (above)" >&2; exit 1; }
   "$HELM" get manifest "$release" -n "$ns" > "$tmp/$env-release.yaml"
   installed="$(grep -c '^kind:' "$tmp/$env-release.yaml" || true)"
   kube_py exists "$ns" "$tmp/$env-release.yaml"

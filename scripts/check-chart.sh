@@ -2,7 +2,8 @@
 # Checks of helm/taskmesh, offline: helm lint per environment; the chart tests
 # (helm/tests/test_chart.py: Kubernetes schemas, Dapr's CRD schemas, what differs per
 # environment, the values schema); checkov on the rendered manifests; hadolint on the
-# Dockerfile. Exits non-zero on the first failing step.
+# Dockerfile; then every rendered object through a real kube-apiserver
+# (scripts/check-chart-apiserver.sh). Exits non-zero on the first failing step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +39,7 @@ done
 
 echo "== hadolint"
 "$bin/hadolint" Dockerfile
+
+echo "== the chart in a real kube-apiserver"
+scripts/check-chart-apiserver.sh
 echo "chart checks passed"

@@ -89,7 +89,7 @@ fi
 
 mkdir -p "$BIN"
 if [ ! -x "$BIN/etcd" ]; then
-  echo "setup-kube-apiserver: building etcd $ETCD_VERSION; a cold build takes a few minutes" >&2
+  echo "setup-kube-apiserver: building etcd $ETCD_VERSION; a cold build takes about a minute on 2 cores" >&2
   started=$SECONDS
   (
     cd "$etcd_src"
@@ -101,7 +101,7 @@ if [ ! -x "$BIN/etcd" ]; then
 fi
 
 if [ ! -x "$BIN/kube-apiserver" ]; then
-  echo "setup-kube-apiserver: building kube-apiserver $KUBE_VERSION; a cold build takes long" >&2
+  echo "setup-kube-apiserver: building kube-apiserver $KUBE_VERSION; a cold build takes about 3 minutes on 2 cores" >&2
   started=$SECONDS
   minor="${KUBE_VERSION#v1.}"
   minor="${minor%%.*}"
