@@ -139,6 +139,21 @@ impl PgCluster {
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// The directory of the server's Unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `admin_url` over the Unix socket: how a client on the same host normally connects,
+    /// without the loopback TCP stack in between.
+    pub fn socket_admin_url(&self) -> String {
+        format!(
+            "postgres://postgres@localhost/postgres?host={}&port={}",
+            self.dir.display(),
+            self.port
+        )
+    }
 }
 
 impl Drop for PgCluster {

@@ -246,13 +246,25 @@ async fn bench_backend(
     Ok(())
 }
 
+/// How task-service and pgbench reach PostgreSQL (`BENCH_PG_TRANSPORT`): over its Unix
+/// socket by default, as a client on the database's host does. Over loopback TCP the
+/// kernel's network stack runs on the same two cores as everything else, and a third of
+/// task-service's CPU in GetTask was `send` to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgTransport {
+    Socket,
+    Tcp,
+}
+
 fn pgbench(
     cluster: &PgCluster,
+    transport: PgTransport,
     db_url: &str,
     secs: u64,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let db = db_url.rsplit('/').next().unwrap_or("postgres");
+    let path = db_url.split('?').next().unwrap_or(db_url);
+    let db = path.rsplit('/').next().unwrap_or("postgres");
     let bin = postgres::bin_dir()?;
     let script = tempfile::NamedTempFile::new()?;
     std::fs::write(
@@ -266,11 +278,15 @@ fn pgbench(
          VALUES (gen_random_uuid()::text, 'pgbench', 'taskmesh.task.created.v1', repeat('x', 700), 0, 0);\n\
          COMMIT;\n",
     )?;
+    let host = match transport {
+        PgTransport::Socket => cluster.socket_dir().display().to_string(),
+        PgTransport::Tcp => "127.0.0.1".to_owned(),
+    };
     let out = Command::new(bin.join("pgbench"))
         .args([
             "-n",
             "-h",
-            "127.0.0.1",
+            &host,
             "-p",
             &cluster.port().to_string(),
             "-U",
@@ -316,10 +332,20 @@ async fn main() -> anyhow::Result<()> {
     );
     bench_backend("sqlite", &sqlite, secs, concurrency).await?;
 
+    let transport = match std::env::var("BENCH_PG_TRANSPORT").as_deref() {
+        Ok("tcp") => PgTransport::Tcp,
+        Ok("socket") | Err(_) => PgTransport::Socket,
+        Ok(other) => anyhow::bail!("BENCH_PG_TRANSPORT={other:?}: expected socket or tcp"),
+    };
     let cluster = PgCluster::start(Durability::Full)?;
-    let db = postgres::fresh_database(&cluster.admin_url()).await?;
+    let admin = match transport {
+        PgTransport::Socket => cluster.socket_admin_url(),
+        PgTransport::Tcp => cluster.admin_url(),
+    };
+    println!("postgres   reached over {transport:?} (BENCH_PG_TRANSPORT=socket|tcp)");
+    let db = postgres::fresh_database(&admin).await?;
     bench_backend("postgres", &db, secs, concurrency).await?;
-    let tps = pgbench(&cluster, &db, secs, concurrency)?;
+    let tps = pgbench(&cluster, transport, &db, secs, concurrency)?;
     println!(
         "postgres   pgbench CreateTask SQL (b) {tps:>9.0} tx/s (target: CreateTask >= 0.5x of (b), p99 <= 25 ms; GetTask >= 0.4x of (a), p99 <= 10 ms; RSS <= 64 MB)"
     );
