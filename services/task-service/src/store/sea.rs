@@ -356,16 +356,6 @@ fn to_task(row: Model) -> Result<Task, ApiError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
-    }
-}
-
 /// The row a unique key selects, if any. Not `.one()`: that binds `LIMIT ?`, and SQLite
 /// prepares a statement again on every run when its LIMIT is a bound parameter (the
 /// value might change the plan), which was a tenth of GetTask's CPU on SQLite.
@@ -375,4 +365,14 @@ async fn unique<C: ConnectionTrait>(
 ) -> Result<Option<Model>, ApiError> {
     let mut rows = select.all(db).await.map_err(db_error)?;
     Ok(rows.pop())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
+    }
 }
