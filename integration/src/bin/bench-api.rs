@@ -123,10 +123,14 @@ async fn bench_backend(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let port = free_port()?;
-    let child = Command::new(service_binary()?)
+    let mut command = Command::new(service_binary()?);
+    // The service's own pool size unless BENCH_DB_CONNECTIONS says otherwise.
+    if let Ok(pool) = std::env::var("BENCH_DB_CONNECTIONS") {
+        command.env("DATABASE_MAX_CONNECTIONS", pool);
+    }
+    let child = command
         .env("APP_PORT", port.to_string())
         .env("DATABASE_URL", database_url)
-        .env("DATABASE_MAX_CONNECTIONS", "32")
         .env("TASKMESH_JWT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
