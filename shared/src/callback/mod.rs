@@ -215,6 +215,8 @@ impl Router {
             event.id = %delivery.id,
             event.r#type = %delivery.event_type,
             topic = %delivery.topic,
+            // In the logs too, for correlation where spans are not exported.
+            traceparent = delivery.traceparent.as_deref().unwrap_or(""),
             otel.kind = "consumer",
         );
         crate::trace_context::set_parent(&span, delivery.traceparent.as_deref(), None);
@@ -322,7 +324,12 @@ impl AppCallback for Router {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let request = request.into_inner();
-        let span = tracing::info_span!("invoke", method = %request.method, otel.kind = "server");
+        let span = tracing::info_span!(
+            "invoke",
+            method = %request.method,
+            traceparent = traceparent.as_deref().unwrap_or(""),
+            otel.kind = "server",
+        );
         crate::trace_context::set_parent(&span, traceparent.as_deref(), None);
         async {
             let method = self.methods.get(&request.method).ok_or_else(|| {
