@@ -244,9 +244,9 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
         )
     });
 
-    // The completion must be applied before the kill: an event in flight then comes back
-    // only after Redis Streams' redelivery interval (60 s), long after the reminder of the
-    // task it completes has fired.
+    // The completion must be applied before the kill: an event in flight comes back only
+    // once it has been pending for the component's processingTimeout (15 s), after the
+    // reminder of the task it completes has fired.
     let completed = r#"taskmesh_events_handled_total{topic="task-events",event_type="taskmesh.task.completed.v1",outcome="success"}"#;
     eventually(Duration::from_secs(20), async || {
         notifications

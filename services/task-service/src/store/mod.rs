@@ -71,7 +71,11 @@ impl Database {
             options
                 .max_connections(max_connections)
                 .min_connections(1)
-                .sqlx_logging(false);
+                .sqlx_logging(false)
+                // The pool's default pings every connection it hands out, a second round
+                // trip for each query. A connection in steady use is alive; one idle long
+                // enough for the server, a proxy or a firewall to have dropped it is tested.
+                .test_before_acquire_if_idle_for(PG_PING_AFTER_IDLE);
             let pool = sea_orm::Database::connect(options).await?;
             Ok(Self {
                 reader: pool.clone(),
@@ -90,6 +94,9 @@ impl Database {
     }
 }
 
+/// How long a PostgreSQL connection may sit in the pool before it is pinged on checkout.
+const PG_PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn is_sqlite(url: &str) -> bool {
     url.starts_with("sqlite:")
 }
@@ -101,6 +108,9 @@ fn sqlite_options(url: &str, max_connections: u32) -> ConnectOptions {
         .max_connections(max_connections)
         .min_connections(1)
         .sqlx_logging(false)
+        // A file in this process does not hang up; the ping would only be one more
+        // round trip to the connection's worker thread for every query.
+        .test_before_acquire(false)
         .map_sqlx_sqlite_opts(|opts| {
             opts.create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
