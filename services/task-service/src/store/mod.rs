@@ -1,5 +1,6 @@
 //! Persistence: the `TaskStore` port and its sea-orm adapter (SQLite or PostgreSQL).
 
+mod batch;
 mod entity;
 pub mod migration;
 pub(crate) mod outbox_entity;

@@ -16,6 +16,7 @@ use taskmesh_shared::trace_context;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::batch::ReadBatcher;
 use super::entity::{ActiveModel, Column, Entity, Model};
 use super::outbox_entity;
 use super::{Database, TaskStore};
@@ -27,13 +28,20 @@ use crate::events;
 #[derive(Debug, Clone)]
 pub struct SeaTaskStore {
     db: Database,
+    /// GetTask's reads, batched under load (see `batch`).
+    reads: ReadBatcher,
     /// Wakes the outbox relay after each commit that wrote an event.
     outbox_wake: Arc<Notify>,
 }
 
 impl SeaTaskStore {
+    /// Must be called on the Tokio runtime: it starts the read batcher.
     pub fn new(db: Database, outbox_wake: Arc<Notify>) -> Self {
-        Self { db, outbox_wake }
+        Self {
+            reads: ReadBatcher::spawn(db.reader.clone()),
+            db,
+            outbox_wake,
+        }
     }
 
     /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
@@ -121,11 +129,7 @@ impl TaskStore for SeaTaskStore {
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Task>, ApiError> {
-        let select = Entity::find_by_id(id.to_string()).filter(Column::OwnerId.eq(owner));
-        unique(select, &self.db.reader)
-            .await?
-            .map(to_task)
-            .transpose()
+        self.reads.get(owner, id).await?.map(to_task).transpose()
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<Vec<Task>, ApiError> {

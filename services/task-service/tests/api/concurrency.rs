@@ -8,7 +8,8 @@ use crate::on_both_backends;
 
 on_both_backends!(
     concurrent_retries_create_one_task,
-    concurrent_updates_at_one_version
+    concurrent_updates_at_one_version,
+    concurrent_reads_answer_each_caller_alone
 );
 
 async fn concurrent_retries_create_one_task(backend: Backend) {
@@ -91,4 +92,101 @@ async fn concurrent_updates_at_one_version(backend: Backend) {
         assert_eq!(stored, winner);
     }
     app.stop().await;
+}
+
+/// GetTask batches reads that arrive together: 600 at once, mixing owners, repeated ids
+/// and missing ones, each get exactly their own answer, and a read after an update sees
+/// the update.
+async fn concurrent_reads_answer_each_caller_alone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut alice = app.client("alice").await;
+    let mut bob = app.client("bob").await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        tasks.push((
+            "alice",
+            create(
+                &mut alice,
+                CreateTaskRequest {
+                    title: format!("a{i}"),
+                    ..Default::default()
+                },
+            )
+            .await,
+        ));
+        tasks.push((
+            "bob",
+            create(
+                &mut bob,
+                CreateTaskRequest {
+                    title: format!("b{i}"),
+                    ..Default::default()
+                },
+            )
+            .await,
+        ));
+    }
+    let missing = uuid::Uuid::now_v7().to_string();
+    let reads = (0..600).map(|n| {
+        let (owner, task) = &tasks[n % tasks.len()];
+        // Every third read is by the other user, every seventh of a task that is not there.
+        let (reader, mut client) = if n % 3 == 0 {
+            let other = if *owner == "alice" { "bob" } else { "alice" };
+            (
+                other,
+                if other == "alice" {
+                    alice.clone()
+                } else {
+                    bob.clone()
+                },
+            )
+        } else {
+            (
+                *owner,
+                if *owner == "alice" {
+                    alice.clone()
+                } else {
+                    bob.clone()
+                },
+            )
+        };
+        let id = if n % 7 == 0 {
+            missing.clone()
+        } else {
+            task.id.clone()
+        };
+        let expected = (reader == *owner && n % 7 != 0).then(|| task.clone());
+        async move {
+            let got = client.get_task(GetTaskRequest { id }).await;
+            (n, expected, got.map(|r| r.into_inner()))
+        }
+    });
+    for (n, expected, got) in futures::future::join_all(reads).await {
+        match (expected, got) {
+            (Some(task), Ok(found)) => assert_eq!(found, task, "read {n}"),
+            (None, Err(status)) => {
+                assert_eq!(status.code(), Code::NotFound, "read {n}: {status:?}")
+            }
+            (expected, got) => panic!("read {n}: expected {expected:?}, got {got:?}"),
+        }
+    }
+
+    let (_, first) = &tasks[0];
+    let updated = alice
+        .update_task(UpdateTaskRequest {
+            id: first.id.clone(),
+            title: Some("a0, renamed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let again = alice
+        .get_task(GetTaskRequest {
+            id: first.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, updated);
 }

@@ -1,0 +1,129 @@
+//! GetTask reads, batched: lookups that arrive while earlier ones are at the database go
+//! out together as one `WHERE id IN (...)` query.
+//!
+//! Each query costs far more in the driver (a round trip to PostgreSQL; for SQLite, hand-offs
+//! to the connection's thread) than in the database, so under load this serves many reads
+//! for the price of one. A read is never served from memory: its query starts after the
+//! request arrived, so it sees every change committed before that, as a query of its own
+//! would. Under light load each batch is a single lookup, sent at once, with no waiting
+//! for company.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use taskmesh_shared::error::ApiError;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::entity::{Column, Entity, Model};
+
+/// Lookups in one query at most (the statement cache keeps one statement per size).
+const MAX_BATCH: usize = 64;
+/// Batch queries at the database at once: one per core, at least two so that one slow
+/// query does not hold up every read. While all are out, new lookups queue up and leave
+/// together with the next one. On 2 cores at concurrency 32, 2 in flight served 15-30% more
+/// reads than 4 (the batches are bigger).
+fn in_flight() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+type Reply = oneshot::Sender<Result<Option<Model>, ApiError>>;
+
+struct Lookup {
+    owner: String,
+    id: String,
+    reply: Reply,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadBatcher {
+    lookups: mpsc::Sender<Lookup>,
+}
+
+impl ReadBatcher {
+    /// Starts the batching task on the current runtime; it ends when the last handle goes.
+    pub fn spawn(db: DatabaseConnection) -> Self {
+        let (lookups, queue) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(db, queue));
+        Self { lookups }
+    }
+
+    /// The row of task `id` if `owner` owns it.
+    pub async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Model>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let lookup = Lookup {
+            owner: owner.to_owned(),
+            id: id.to_string(),
+            reply,
+        };
+        self.lookups.send(lookup).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::Unavailable("the task store is shutting down".into())
+}
+
+async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Lookup>) {
+    let slots = Arc::new(Semaphore::new(in_flight()));
+    loop {
+        // A free slot first, then the lookups: while every slot is busy they gather here.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(lookup) => batch.push(lookup),
+                Err(_) => break,
+            }
+        }
+        let db = db.clone();
+        tokio::spawn(async move {
+            answer(&db, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn answer(db: &DatabaseConnection, batch: Vec<Lookup>) {
+    let mut ids: Vec<&str> = batch.iter().map(|lookup| lookup.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let found = Entity::find()
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await;
+    match found {
+        Ok(rows) => {
+            let by_id: HashMap<&str, &Model> =
+                rows.iter().map(|row| (row.id.as_str(), row)).collect();
+            for lookup in batch {
+                // Another user's task is not found, exactly as a missing one.
+                let row = by_id
+                    .get(lookup.id.as_str())
+                    .filter(|row| row.owner_id == lookup.owner)
+                    .map(|row| (*row).clone());
+                // A caller that gave up (its call was cancelled) needs no answer.
+                let _gone = lookup.reply.send(Ok(row));
+            }
+        }
+        Err(err) => {
+            let unavailable = matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
+            let cause = err.to_string();
+            for lookup in batch {
+                let err = if unavailable {
+                    ApiError::Unavailable(cause.clone().into())
+                } else {
+                    ApiError::internal(cause.clone())
+                };
+                let _gone = lookup.reply.send(Err(err));
+            }
+        }
+    }
+}
