@@ -48,6 +48,27 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// task-service (app id `task-service`) on a SQLite file in `dir`, accepting client
+    /// tokens signed with `jwt_secret`, plus `env`.
+    pub fn start_task_service(
+        &self,
+        resources: &Resources,
+        dir: &std::path::Path,
+        jwt_secret: &str,
+        mut env: Vec<(String, String)>,
+    ) -> anyhow::Result<App> {
+        env.extend([
+            (
+                "DATABASE_URL".to_owned(),
+                format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
+            ),
+            ("TASKMESH_JWT_SECRET".to_owned(), jwt_secret.to_owned()),
+        ]);
+        self.start("task-service", resources, env)
+    }
+}
+
 impl App {
     /// `dapr invoke --app-id <app_id> --method <method> --data <body>` through this app's
     /// sidecar (the same HTTP call the CLI makes): status and body.

@@ -29,17 +29,7 @@ async fn dapr_invoke_reaches_the_subscribers_methods() {
     };
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack
-        .start(
-            "task-service",
-            &resources,
-            vec![
-                (
-                    "DATABASE_URL".into(),
-                    format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-                ),
-                ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-            ],
-        )
+        .start_task_service(&resources, dir.path(), SECRET, vec![])
         .unwrap();
     let analytics = stack
         .start("analytics-service", &resources, vec![])

@@ -56,17 +56,7 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
     let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack
-        .start(
-            "task-service",
-            &resources,
-            vec![
-                (
-                    "DATABASE_URL".into(),
-                    format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-                ),
-                ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-            ],
-        )
+        .start_task_service(&resources, dir.path(), SECRET, vec![])
         .unwrap();
     let recurring = stack
         .start("recurring-service", &resources, vec![])
@@ -430,17 +420,7 @@ async fn fifty_redeliveries_have_one_effect_and_a_state_store_outage_loses_nothi
     let stack = stack(&scheduler);
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack
-        .start(
-            "task-service",
-            &resources,
-            vec![
-                (
-                    "DATABASE_URL".into(),
-                    format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-                ),
-                ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-            ],
-        )
+        .start_task_service(&resources, dir.path(), SECRET, vec![])
         .unwrap();
     let _recurring = stack
         .start("recurring-service", &resources, vec![])

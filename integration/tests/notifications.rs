@@ -130,17 +130,7 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
     };
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack
-        .start(
-            "task-service",
-            &resources,
-            vec![
-                (
-                    "DATABASE_URL".into(),
-                    format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-                ),
-                ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-            ],
-        )
+        .start_task_service(&resources, dir.path(), SECRET, vec![])
         .unwrap();
     let notification_env = vec![
         (

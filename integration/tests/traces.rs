@@ -39,15 +39,9 @@ async fn create_task_and_the_notification_it_causes_share_one_trace() {
         ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let mut task_env = export.clone();
-    task_env.extend([
-        (
-            "DATABASE_URL".to_owned(),
-            format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-        ),
-        ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
-    ]);
-    let tasks = stack.start("task-service", &resources, task_env).unwrap();
+    let tasks = stack
+        .start_task_service(&resources, dir.path(), SECRET, export.clone())
+        .unwrap();
     let notifications = stack
         .start("notification-service", &resources, export)
         .unwrap();
