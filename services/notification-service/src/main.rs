@@ -1,36 +1,15 @@
 #![forbid(unsafe_code)]
 
-use notification_service::app::{self, Config};
+use notification_service::app::{self, APP_ID, Config};
+use taskmesh_shared::callback;
 use taskmesh_shared::config::ProcessEnv;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %taskmesh_shared::error::chain(err.as_ref()), "notification-service failed");
-            eprintln!(
-                "notification-service: {}",
-                taskmesh_shared::error::chain(err.as_ref())
-            );
-            std::process::ExitCode::from(2)
-        }
-    }
-}
-
-async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let config = Config::from_env(&ProcessEnv)?;
-    let telemetry =
-        taskmesh_shared::telemetry::init("notification-service", &config.service.telemetry);
-    let result = serve(config).await;
-    telemetry.shutdown().await;
-    result
-}
-
-async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let server = app::build(config).await?;
-    server
-        .run_until_stopped(taskmesh_shared::shutdown::signal())
-        .await?;
-    Ok(())
+    let config = match Config::from_env(&ProcessEnv) {
+        Ok(config) => config,
+        Err(err) => return callback::failed(APP_ID, err),
+    };
+    let telemetry = config.service.telemetry.clone();
+    callback::run_process(APP_ID, &telemetry, app::build(config)).await
 }

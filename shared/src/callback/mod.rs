@@ -6,6 +6,7 @@
 
 mod handlers;
 mod metrics;
+mod process;
 mod server;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ pub use handlers::{Delivery, InvokeError, JobHandler, Method, Outcome, TopicHand
 pub use metrics::RouterMetrics;
 
 use metrics::{EventLabels, TopicLabel};
+pub use process::{failed, run_process};
 pub use server::{BindError, CallbackServer, ServiceConfig};
 
 const API_TOKEN_HEADER: &str = "dapr-api-token";
