@@ -3,11 +3,9 @@
 //! broker, and the call recurring-service makes through its sidecar.
 //!
 //! Without span export (`OTEL_EXPORTER_OTLP_ENDPOINT` unset) spans carry no trace context:
-//! `set_parent` does nothing and `traceparent` answers `None`, at no cost.
+//! `set_parent` does nothing and `traceparent` answers `None`.
 
-use std::collections::HashMap;
-
-use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -21,14 +19,36 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>, tracestate: O
     let Some(traceparent) = traceparent else {
         return;
     };
-    let mut carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
-    if let Some(state) = tracestate {
-        carrier.insert(TRACESTATE.to_owned(), state.to_owned());
-    }
-    let parent = TraceContextPropagator::new().extract(&carrier);
+    // Called for every delivery and call: the two values are read in place, not copied
+    // into a map.
+    let parent = TraceContextPropagator::new().extract(&Carrier {
+        traceparent,
+        tracestate,
+    });
     if parent.span().span_context().is_valid() {
         // Fails only when no OpenTelemetry layer is installed, which is the documented no-op.
         let _ = span.set_parent(parent);
+    }
+}
+
+struct Carrier<'a> {
+    traceparent: &'a str,
+    tracestate: Option<&'a str>,
+}
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            TRACEPARENT => Some(self.traceparent),
+            TRACESTATE => self.tracestate,
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        let mut keys = vec![TRACEPARENT];
+        keys.extend(self.tracestate.map(|_| TRACESTATE));
+        keys
     }
 }
 
