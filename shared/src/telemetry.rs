@@ -100,10 +100,10 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Telemetry {
         .otlp_endpoint
         .as_deref()
         .map(|endpoint| provider(endpoint, service))
+        .transpose()
     {
-        Some(Ok(provider)) => (Some(provider), None),
-        Some(Err(err)) => (None, Some(err)),
-        None => (None, None),
+        Ok(provider) => (provider, None),
+        Err(err) => (None, Some(err)),
     };
     let otel = provider
         .as_ref()
