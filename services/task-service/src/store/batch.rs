@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use taskmesh_shared::error::ApiError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::entity::{Column, Entity, Model};
+use super::sea::is_unavailable;
 
 /// Lookups in one query at most (the statement cache keeps one statement per size).
 const MAX_BATCH: usize = 64;
@@ -114,7 +115,7 @@ async fn answer(db: &DatabaseConnection, batch: Vec<Lookup>) {
             }
         }
         Err(err) => {
-            let unavailable = matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_));
+            let unavailable = is_unavailable(&err);
             let cause = err.to_string();
             for lookup in batch {
                 let err = if unavailable {

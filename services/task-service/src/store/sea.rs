@@ -306,10 +306,16 @@ fn is_unique_violation(err: &DbErr) -> bool {
 }
 
 fn db_error(err: DbErr) -> ApiError {
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ApiError::Unavailable(err.into()),
-        other => ApiError::internal(other),
+    if is_unavailable(&err) {
+        ApiError::Unavailable(err.into())
+    } else {
+        ApiError::internal(err)
     }
+}
+
+/// The database cannot be reached (a transient failure), as opposed to a failed query.
+pub(super) fn is_unavailable(err: &DbErr) -> bool {
+    matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
 }
 
 fn micros(time: DateTime<Utc>) -> i64 {
