@@ -260,6 +260,31 @@ enum PgTransport {
     Tcp,
 }
 
+impl PgTransport {
+    fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("BENCH_PG_TRANSPORT").as_deref() {
+            Ok("tcp") => Ok(Self::Tcp),
+            Ok("socket") | Err(_) => Ok(Self::Socket),
+            Ok(other) => anyhow::bail!("BENCH_PG_TRANSPORT={other:?}: expected socket or tcp"),
+        }
+    }
+
+    fn admin_url(self, cluster: &PgCluster) -> String {
+        match self {
+            Self::Socket => cluster.socket_admin_url(),
+            Self::Tcp => cluster.admin_url(),
+        }
+    }
+
+    /// pgbench's `-h`: the socket's directory or the loopback address.
+    fn host(self, cluster: &PgCluster) -> String {
+        match self {
+            Self::Socket => cluster.socket_dir().display().to_string(),
+            Self::Tcp => "127.0.0.1".to_owned(),
+        }
+    }
+}
+
 fn pgbench(
     cluster: &PgCluster,
     transport: PgTransport,
@@ -282,10 +307,7 @@ fn pgbench(
          VALUES (gen_random_uuid()::text, 'pgbench', 'taskmesh.task.created.v1', repeat('x', 700), 0, 0);\n\
          COMMIT;\n",
     )?;
-    let host = match transport {
-        PgTransport::Socket => cluster.socket_dir().display().to_string(),
-        PgTransport::Tcp => "127.0.0.1".to_owned(),
-    };
+    let host = transport.host(cluster);
     let out = Command::new(bin.join("pgbench"))
         .args([
             "-n",
@@ -336,18 +358,10 @@ async fn main() -> anyhow::Result<()> {
     );
     bench_backend("sqlite", &sqlite, secs, concurrency).await?;
 
-    let transport = match std::env::var("BENCH_PG_TRANSPORT").as_deref() {
-        Ok("tcp") => PgTransport::Tcp,
-        Ok("socket") | Err(_) => PgTransport::Socket,
-        Ok(other) => anyhow::bail!("BENCH_PG_TRANSPORT={other:?}: expected socket or tcp"),
-    };
+    let transport = PgTransport::from_env()?;
     let cluster = PgCluster::start(Durability::Full)?;
-    let admin = match transport {
-        PgTransport::Socket => cluster.socket_admin_url(),
-        PgTransport::Tcp => cluster.admin_url(),
-    };
     println!("postgres   reached over {transport:?} (BENCH_PG_TRANSPORT=socket|tcp)");
-    let db = postgres::fresh_database(&admin).await?;
+    let db = postgres::fresh_database(&transport.admin_url(&cluster)).await?;
     bench_backend("postgres", &db, secs, concurrency).await?;
     let tps = pgbench(&cluster, transport, &db, secs, concurrency)?;
     println!(
