@@ -1,6 +1,7 @@
 //! A Taskmesh service with its own daprd sidecar, the way the tests and `taskmesh-up` run
 //! them, plus small helpers for waiting on eventually-consistent results.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::net::free_port;
@@ -46,15 +47,13 @@ impl Stack {
         })?;
         Ok(App { service, sidecar })
     }
-}
 
-impl Stack {
     /// task-service (app id `task-service`) on a SQLite file in `dir`, accepting client
     /// tokens signed with `jwt_secret`, plus `env`.
     pub fn start_task_service(
         &self,
         resources: &Resources,
-        dir: &std::path::Path,
+        dir: &Path,
         jwt_secret: &str,
         mut env: Vec<(String, String)>,
     ) -> anyhow::Result<App> {

@@ -65,25 +65,22 @@ async fn dapr_invoke_reaches_the_subscribers_methods() {
         .await
         .unwrap()
         .into_inner();
+    let notifications_of_carol = || {
+        cli.invoke(
+            "notification-service",
+            "notifications/list",
+            &json!({"user_id": "carol"}),
+        )
+    };
     let list = eventually(Duration::from_secs(30), async || {
-        let list = cli
-            .invoke(
-                "notification-service",
-                "notifications/list",
-                &json!({"user_id": "carol"}),
-            )
-            .ok()?;
+        let list = notifications_of_carol().ok()?;
         (!list["notifications"].as_array()?.is_empty()).then_some(list)
     })
     .await
     .unwrap_or_else(|| {
         panic!(
             "no notifications: {:?}\n{}",
-            cli.invoke(
-                "notification-service",
-                "notifications/list",
-                &json!({"user_id": "carol"})
-            ),
+            notifications_of_carol(),
             tail(&notifications.service.log())
         )
     });

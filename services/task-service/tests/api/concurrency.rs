@@ -103,53 +103,36 @@ async fn concurrent_reads_answer_each_caller_alone(backend: Backend) {
     let mut bob = app.client("bob").await;
     let mut tasks = Vec::new();
     for i in 0..10 {
-        tasks.push((
-            "alice",
-            create(
-                &mut alice,
+        for (owner, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+            let title = format!("{owner} {i}");
+            let task = create(
+                client,
                 CreateTaskRequest {
-                    title: format!("a{i}"),
+                    title,
                     ..Default::default()
                 },
             )
-            .await,
-        ));
-        tasks.push((
-            "bob",
-            create(
-                &mut bob,
-                CreateTaskRequest {
-                    title: format!("b{i}"),
-                    ..Default::default()
-                },
-            )
-            .await,
-        ));
+            .await;
+            tasks.push((owner, task));
+        }
     }
+    let client_of = |user: &str| {
+        if user == "alice" {
+            alice.clone()
+        } else {
+            bob.clone()
+        }
+    };
     let missing = uuid::Uuid::now_v7().to_string();
     let reads = (0..600).map(|n| {
         let (owner, task) = &tasks[n % tasks.len()];
         // Every third read is by the other user, every seventh of a task that is not there.
-        let (reader, mut client) = if n % 3 == 0 {
-            let other = if *owner == "alice" { "bob" } else { "alice" };
-            (
-                other,
-                if other == "alice" {
-                    alice.clone()
-                } else {
-                    bob.clone()
-                },
-            )
-        } else {
-            (
-                *owner,
-                if *owner == "alice" {
-                    alice.clone()
-                } else {
-                    bob.clone()
-                },
-            )
+        let reader = match (n % 3 == 0, *owner) {
+            (false, owner) => owner,
+            (true, "alice") => "bob",
+            (true, _) => "alice",
         };
+        let mut client = client_of(reader);
         let id = if n % 7 == 0 {
             missing.clone()
         } else {
