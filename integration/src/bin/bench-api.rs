@@ -20,11 +20,40 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 const SECRET: &str = "bench-secret-0123456789abcdef";
+const WARM_UP: Duration = Duration::from_secs(3);
+/// Rounds in which (a) and GetTask alternate, each a quarter of the run's length.
+const ROUNDS: u32 = 4;
+
+/// What one drive of the load measured.
+struct Run {
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
 
 struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+impl Figures {
+    /// One set of figures over several runs of the same call, as if they were one.
+    fn of(runs: Vec<Run>) -> Self {
+        let elapsed: Duration = runs.iter().map(|run| run.elapsed).sum();
+        let mut all: Vec<u64> = runs.into_iter().flat_map(|run| run.latencies_us).collect();
+        all.sort_unstable();
+        let pct = |p: f64| {
+            all.get(((all.len() as f64) * p) as usize)
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        Self {
+            rps: all.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+        }
+    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -34,14 +63,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Runs `concurrency` workers in a loop for `secs`, each calling `op(worker, i)`.
-async fn drive<F, Fut>(concurrency: usize, secs: u64, op: F) -> anyhow::Result<Figures>
+/// Runs `concurrency` workers in a loop for `length`, each calling `op(worker, i)`.
+async fn drive<F, Fut>(concurrency: usize, length: Duration, op: Arc<F>) -> anyhow::Result<Run>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
-    let op = Arc::new(op);
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let deadline = started + length;
     let mut workers = Vec::new();
     for w in 0..concurrency {
         let op = op.clone();
@@ -57,21 +86,13 @@ where
             anyhow::Ok(latencies)
         }));
     }
-    let mut all = Vec::new();
+    let mut latencies_us = Vec::new();
     for worker in workers {
-        all.extend(worker.await??);
+        latencies_us.extend(worker.await??);
     }
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64) * p) as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
-    Ok(Figures {
-        rps: all.len() as f64 / secs as f64,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+    Ok(Run {
+        latencies_us,
+        elapsed: started.elapsed(),
     })
 }
 
@@ -155,18 +176,23 @@ async fn bench_backend(
             })
             .collect::<Result<_, _>>()?,
     );
-    let ch = channels.clone();
-    let health = drive(concurrency, secs, move |w, _| {
-        let mut c = HealthClient::new(ch[w % ch.len()].clone());
-        async move {
-            c.check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?;
-            Ok(())
-        }
-    })
-    .await?;
+    let secs = Duration::from_secs(secs);
+    let health_check = {
+        let ch = channels.clone();
+        Arc::new(move |w: usize, _| {
+            let mut c = HealthClient::new(ch[w % ch.len()].clone());
+            async move {
+                c.check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?;
+                Ok(())
+            }
+        })
+    };
+    // Not counted: the first seconds of a fresh process (its allocator's heap, the
+    // connections' windows) would otherwise lower the ceiling every ratio is taken from.
+    drive(concurrency, WARM_UP, health_check.clone()).await?;
 
     let ids: Arc<Vec<std::sync::Mutex<Vec<String>>>> = Arc::new(
         (0..concurrency)
@@ -174,30 +200,34 @@ async fn bench_backend(
             .collect(),
     );
     let (ch, tk, idv) = (channels.clone(), tokens.clone(), ids.clone());
-    let create = drive(concurrency, secs, move |w, i| {
-        let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
-        let req = authed(
-            w,
-            &tk,
-            CreateTaskRequest {
-                title: format!("bench {i}"),
-                tags: vec!["bench".into()],
-                ..Default::default()
-            },
-        );
-        let idv = idv.clone();
-        async move {
-            let task = c.create_task(req).await?.into_inner();
-            if let Ok(mut v) = idv[w].lock() {
-                v.push(task.id);
+    let create = drive(
+        concurrency,
+        secs,
+        Arc::new(move |w: usize, i: u64| {
+            let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
+            let req = authed(
+                w,
+                &tk,
+                CreateTaskRequest {
+                    title: format!("bench {i}"),
+                    tags: vec!["bench".into()],
+                    ..Default::default()
+                },
+            );
+            let idv = idv.clone();
+            async move {
+                let task = c.create_task(req).await?.into_inner();
+                if let Ok(mut v) = idv[w].lock() {
+                    v.push(task.id);
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    })
+        }),
+    )
     .await?;
 
     let (ch, tk, idv) = (channels.clone(), tokens.clone(), ids.clone());
-    let get = drive(concurrency, secs, move |w, i| {
+    let get_task = Arc::new(move |w: usize, i: u64| {
         let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
         let id = idv[w]
             .lock()
@@ -209,26 +239,42 @@ async fn bench_backend(
             c.get_task(req).await?;
             Ok(())
         }
-    })
-    .await?;
+    });
+    // The ceiling and GetTask take turns, so that the machine's drift over the run (its
+    // neighbours, its clock) weighs on both alike rather than on whichever ran second.
+    let (mut health_runs, mut get_runs, mut round_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let health = drive(concurrency, secs / ROUNDS, health_check.clone()).await?;
+        let get = drive(concurrency, secs / ROUNDS, get_task.clone()).await?;
+        let rate = |run: &Run| run.latencies_us.len() as f64 / run.elapsed.as_secs_f64();
+        round_ratios.push(rate(&get) / rate(&health));
+        health_runs.push(health);
+        get_runs.push(get);
+    }
+    let (health, get) = (Figures::of(health_runs), Figures::of(get_runs));
 
     let (ch, tk) = (channels.clone(), tokens.clone());
-    let list = drive(concurrency, secs, move |w, _| {
-        let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
-        let req = authed(
-            w,
-            &tk,
-            ListTasksRequest {
-                page_size: 50,
-                ..Default::default()
-            },
-        );
-        async move {
-            c.list_tasks(req).await?;
-            Ok(())
-        }
-    })
+    let list = drive(
+        concurrency,
+        secs,
+        Arc::new(move |w: usize, _: u64| {
+            let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
+            let req = authed(
+                w,
+                &tk,
+                ListTasksRequest {
+                    page_size: 50,
+                    ..Default::default()
+                },
+            );
+            async move {
+                c.list_tasks(req).await?;
+                Ok(())
+            }
+        }),
+    )
     .await?;
+    let (create, list) = (Figures::of(vec![create]), Figures::of(vec![list]));
 
     let rss = peak_rss_mb(service.0.id());
     for (op, f) in [
@@ -245,6 +291,14 @@ async fn bench_backend(
             f.rps / health.rps
         );
     }
+    let (low, high) = round_ratios
+        .iter()
+        .fold((f64::MAX, 0.0_f64), |(low, high), r| {
+            (low.min(*r), high.max(*r))
+        });
+    println!(
+        "{name:<10} GetTask / (a) in each of {ROUNDS} alternating rounds: {low:.2}x to {high:.2}x"
+    );
     println!("{name:<10} task-service peak RSS {rss:.1} MB");
     drop(service);
     Ok(())
@@ -351,12 +405,21 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    // BENCH_BACKENDS=sqlite or postgres measures one alone (both by default).
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let wanted = |name: &str| backends.split(',').any(|b| b.trim() == name);
+
     let dir = tempfile::tempdir()?;
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    );
-    bench_backend("sqlite", &sqlite, secs, concurrency).await?;
+    if wanted("sqlite") {
+        let sqlite = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        );
+        bench_backend("sqlite", &sqlite, secs, concurrency).await?;
+    }
+    if !wanted("postgres") {
+        return Ok(());
+    }
 
     let transport = PgTransport::from_env()?;
     let cluster = PgCluster::start(Durability::Full)?;
