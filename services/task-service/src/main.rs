@@ -56,8 +56,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Listening for SIGTERM before the port opens: see `shutdown::signal`.
+    let stop = shutdown::signal();
     let app = Application::build(config).await?;
-    app.run_until_stopped(shutdown::signal()).await?;
+    app.run_until_stopped(stop).await?;
     Ok(())
 }
 

@@ -78,8 +78,8 @@ fn dev_mode_says_so_loudly() {
     wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(20)).unwrap();
     signal(child.id(), "TERM").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
     assert!(stderr.contains("DEV MODE"), "{stderr}");
 }
 

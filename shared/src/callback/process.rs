@@ -19,12 +19,11 @@ where
     E: Into<BoxError>,
 {
     let telemetry = telemetry::init(name, telemetry);
+    // Listening for SIGTERM before the port opens: see `shutdown::signal`.
+    let stop = crate::shutdown::signal();
     let served: Result<(), BoxError> = async {
         let server = server.await.map_err(Into::into)?;
-        server
-            .run_until_stopped(crate::shutdown::signal())
-            .await
-            .map_err(Into::into)
+        server.run_until_stopped(stop).await.map_err(Into::into)
     }
     .await;
     telemetry.shutdown().await;
