@@ -11,13 +11,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use taskmesh_shared::error::ApiError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::entity::{Column, Entity, Model};
-use super::sea::is_unavailable;
+use super::sea::shared_db_error;
 
 /// Lookups in one query at most (the statement cache keeps one statement per size).
 const MAX_BATCH: usize = 64;
@@ -30,7 +30,7 @@ fn in_flight() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 8))
 }
 
-type Reply = oneshot::Sender<Result<Option<Model>, ApiError>>;
+type Reply = oneshot::Sender<Result<Option<Model>, Arc<DbErr>>>;
 
 struct Lookup {
     owner: String,
@@ -60,7 +60,10 @@ impl ReadBatcher {
             reply,
         };
         self.lookups.send(lookup).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(shared_db_error)
     }
 }
 
@@ -116,15 +119,9 @@ async fn answer(db: &DatabaseConnection, batch: Vec<Lookup>) {
             }
         }
         Err(err) => {
-            let unavailable = is_unavailable(&err);
-            let cause = err.to_string();
+            let err = Arc::new(err);
             for lookup in batch {
-                let err = if unavailable {
-                    ApiError::Unavailable(cause.clone().into())
-                } else {
-                    ApiError::internal(cause.clone())
-                };
-                let _gone = lookup.reply.send(Err(err));
+                let _gone = lookup.reply.send(Err(err.clone()));
             }
         }
     }

@@ -306,16 +306,18 @@ fn is_unique_violation(err: &DbErr) -> bool {
 }
 
 fn db_error(err: DbErr) -> ApiError {
-    if is_unavailable(&err) {
+    shared_db_error(Arc::new(err))
+}
+
+/// A database error as the API reports it: UNAVAILABLE when the database cannot be
+/// reached (a transient failure), INTERNAL for a failed query. Shared, because every
+/// caller in a read batch gets the batch's one error.
+pub(super) fn shared_db_error(err: Arc<DbErr>) -> ApiError {
+    if matches!(*err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
         ApiError::Unavailable(err.into())
     } else {
         ApiError::internal(err)
     }
-}
-
-/// The database cannot be reached (a transient failure), as opposed to a failed query.
-pub(super) fn is_unavailable(err: &DbErr) -> bool {
-    matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
 }
 
 fn micros(time: DateTime<Utc>) -> i64 {
