@@ -22,21 +22,9 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
         let mut interrupt = listen(SignalKind::interrupt(), "Ctrl-C");
         let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
         async move {
-            let ctrl_c = async {
-                match interrupt.as_mut() {
-                    Some(stream) => stream.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let sigterm = async {
-                match terminate.as_mut() {
-                    Some(stream) => stream.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = ctrl_c => tracing::info!("received Ctrl-C"),
-                _ = sigterm => tracing::info!("received SIGTERM"),
+                () = next(&mut interrupt) => tracing::info!("received Ctrl-C"),
+                () = next(&mut terminate) => tracing::info!("received SIGTERM"),
             }
         }
     }
@@ -47,6 +35,17 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
             std::future::pending::<()>().await;
         }
         tracing::info!("received Ctrl-C");
+    }
+}
+
+/// The next signal on `stream`; never, if it could not be listened for.
+#[cfg(unix)]
+async fn next(stream: &mut Option<tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
