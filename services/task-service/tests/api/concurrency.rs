@@ -104,15 +104,7 @@ async fn concurrent_reads_answer_each_caller_alone(backend: Backend) {
     let mut tasks = Vec::new();
     for i in 0..10 {
         for (owner, client) in [("alice", &mut alice), ("bob", &mut bob)] {
-            let title = format!("{owner} {i}");
-            let task = create(
-                client,
-                CreateTaskRequest {
-                    title,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let task = create(client, new_task(&format!("{owner} {i}"))).await;
             tasks.push((owner, task));
         }
     }
@@ -172,4 +164,5 @@ async fn concurrent_reads_answer_each_caller_alone(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(again, updated);
+    app.stop().await;
 }
