@@ -32,6 +32,12 @@ struct Run {
     elapsed: Duration,
 }
 
+impl Run {
+    fn rate(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
 struct Figures {
     rps: f64,
     p50_ms: f64,
@@ -41,8 +47,12 @@ struct Figures {
 impl Figures {
     /// One set of figures over several runs of the same call, as if they were one.
     fn of(runs: Vec<Run>) -> Self {
-        let elapsed: Duration = runs.iter().map(|run| run.elapsed).sum();
-        let mut all: Vec<u64> = runs.into_iter().flat_map(|run| run.latencies_us).collect();
+        let all = Run {
+            elapsed: runs.iter().map(|run| run.elapsed).sum(),
+            latencies_us: runs.into_iter().flat_map(|run| run.latencies_us).collect(),
+        };
+        let rps = all.rate();
+        let mut all = all.latencies_us;
         all.sort_unstable();
         let pct = |p: f64| {
             all.get(((all.len() as f64) * p) as usize)
@@ -51,7 +61,7 @@ impl Figures {
                 / 1000.0
         };
         Self {
-            rps: all.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+            rps,
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
         }
@@ -248,8 +258,7 @@ async fn bench_backend(
     for _ in 0..ROUNDS {
         let health = drive(concurrency, secs / ROUNDS, health_check.clone()).await?;
         let get = drive(concurrency, secs / ROUNDS, get_task.clone()).await?;
-        let rate = |run: &Run| run.latencies_us.len() as f64 / run.elapsed.as_secs_f64();
-        round_ratios.push(rate(&get) / rate(&health));
+        round_ratios.push(get.rate() / health.rate());
         health_runs.push(health);
         get_runs.push(get);
     }
