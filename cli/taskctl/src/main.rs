@@ -110,6 +110,16 @@ struct Fields {
     every: Option<String>,
 }
 
+impl Fields {
+    /// `--due`, read in the task's `--tz`.
+    fn due_time(&self) -> anyhow::Result<Option<Timestamp>> {
+        self.due
+            .as_deref()
+            .map(|due| parse_time(due, self.tz.as_deref()))
+            .transpose()
+    }
+}
+
 #[derive(Args)]
 struct ListArgs {
     #[arg(long, value_enum, default_value = "open")]
@@ -309,16 +319,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             fields,
             request_id,
         } => {
+            let due_time = fields.due_time()?;
             let req = pb::CreateTaskRequest {
                 title,
                 description: fields.description.unwrap_or_default(),
                 priority: fields.priority.map_or(0, |p| pb::Priority::from(p) as i32),
                 tags: fields.tag,
-                due_time: fields
-                    .due
-                    .as_deref()
-                    .map(|due| parse_time(due, fields.tz.as_deref()))
-                    .transpose()?,
+                due_time,
                 time_zone: fields.tz,
                 recurrence: fields.every,
                 request_id,
@@ -344,6 +351,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             set_tags,
             if_version,
         } => {
+            let due_time = fields.due_time()?;
             let tags = match (set_tags, fields.tag.is_empty()) {
                 (Some(list), _) => Some(pb::TagList {
                     tags: list
@@ -363,11 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 description: fields.description,
                 priority: fields.priority.map(|p| pb::Priority::from(p) as i32),
                 tags,
-                due_time: fields
-                    .due
-                    .as_deref()
-                    .map(|due| parse_time(due, fields.tz.as_deref()))
-                    .transpose()?,
+                due_time,
                 clear_due_time: no_due,
                 time_zone: fields.tz,
                 recurrence: fields.every,
