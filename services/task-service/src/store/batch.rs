@@ -6,7 +6,8 @@
 //! for the price of one. A read is never served from memory: its query starts after the
 //! request arrived, so it sees every change committed before that, as a query of its own
 //! would. Under light load each batch is a single lookup, sent at once, with no waiting
-//! for company.
+//! for company; under load the batcher lets the runtime run a few turns first, so that
+//! requests already decoded join the batch (`GATHER_YIELDS`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,14 @@ const MAX_BATCH: usize = 64;
 fn in_flight() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 8))
 }
+
+/// Under load (the last batch had company), times the batcher yields to the runtime before
+/// it sends a batch. Requests that are already decoded and runnable on this worker then
+/// add their lookups to this batch instead of waiting a whole round trip for the next one.
+/// On 2 cores at concurrency 32 on PostgreSQL, 4 yields served 5-15% more reads than none
+/// (in alternating runs; 2 a little fewer, 16 or more fewer again). At concurrency 1 every
+/// batch is alone, nothing yields, and the latency is unchanged.
+const GATHER_YIELDS: usize = 4;
 
 type Reply = oneshot::Sender<Result<Option<Model>, Arc<DbErr>>>;
 
@@ -73,6 +82,7 @@ fn stopped() -> ApiError {
 
 async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Lookup>) {
     let slots = Arc::new(Semaphore::new(in_flight()));
+    let mut under_load = false;
     loop {
         // A free slot first, then the lookups: while every slot is busy they gather here.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -82,12 +92,18 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Lookup>) {
             return;
         };
         let mut batch = vec![first];
+        let mut yields_left = if under_load { GATHER_YIELDS } else { 0 };
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(lookup) => batch.push(lookup),
+                Err(_) if yields_left > 0 => {
+                    yields_left -= 1;
+                    tokio::task::yield_now().await;
+                }
                 Err(_) => break,
             }
         }
+        under_load = batch.len() > 1;
         let db = db.clone();
         tokio::spawn(async move {
             answer(&db, batch).await;
