@@ -17,6 +17,7 @@ use taskmesh_integration::postgres::{self, Durability, PgCluster};
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
 use taskmesh_proto::tasks::v1::{CreateTaskRequest, GetTaskRequest, ListTasksRequest};
 use tonic::Request;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -132,11 +133,11 @@ fn service_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn authed<T>(w: usize, tokens: &[String], message: T) -> Request<T> {
+/// Worker `w`'s call, with its `authorization` value, built once as a client keeps it.
+fn authed<T>(w: usize, headers: &[AsciiMetadataValue], message: T) -> Request<T> {
     let mut req = Request::new(message);
-    if let Ok(value) = format!("Bearer {}", tokens[w]).parse() {
-        req.metadata_mut().insert("authorization", value);
-    }
+    req.metadata_mut()
+        .insert("authorization", headers[w].clone());
     req
 }
 
@@ -177,16 +178,17 @@ async fn bench_backend(
         channels.push(Channel::from_shared(url.clone())?.connect().await?);
     }
     let channels = Arc::new(channels);
-    let tokens: Arc<Vec<String>> = Arc::new(
+    let tokens: Arc<Vec<AsciiMetadataValue>> = Arc::new(
         (0..concurrency)
             .map(|w| {
-                taskmesh_shared::auth::mint(
+                let token = taskmesh_shared::auth::mint(
                     SECRET.as_bytes(),
                     &format!("user{w}"),
                     Duration::from_secs(3600),
-                )
+                )?;
+                Ok(format!("Bearer {token}").parse()?)
             })
-            .collect::<Result<_, _>>()?,
+            .collect::<anyhow::Result<_>>()?,
     );
     let secs = Duration::from_secs(secs);
     let health_check = {
@@ -238,13 +240,19 @@ async fn bench_backend(
     )
     .await?;
 
+    // Each worker reads back the tasks it created, in turn.
+    let ids: Arc<Vec<Vec<String>>> = Arc::new(
+        ids.iter()
+            .map(|v| v.lock().map(|v| v.clone()).unwrap_or_default())
+            .collect(),
+    );
     let (ch, tk, idv) = (channels.clone(), tokens.clone(), ids.clone());
     let get_task = Arc::new(move |w: usize, i: u64| {
         let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
-        let id = idv[w]
-            .lock()
-            .ok()
-            .and_then(|v| v.get(i as usize % v.len().max(1)).cloned())
+        let mine = &idv[w];
+        let id = mine
+            .get(i as usize % mine.len().max(1))
+            .cloned()
             .unwrap_or_default();
         let req = authed(w, &tk, GetTaskRequest { id });
         async move {
