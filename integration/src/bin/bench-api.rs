@@ -133,12 +133,30 @@ fn service_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Worker `w`'s call, with its `authorization` value, built once as a client keeps it.
-fn authed<T>(w: usize, headers: &[AsciiMetadataValue], message: T) -> Request<T> {
-    let mut req = Request::new(message);
-    req.metadata_mut()
-        .insert("authorization", headers[w].clone());
-    req
+/// What each worker calls with: a channel shared with a few other workers, and its own
+/// user's `authorization` value, built once as a client keeps it.
+#[derive(Clone)]
+struct Clients {
+    channels: Arc<Vec<Channel>>,
+    authorization: Arc<Vec<AsciiMetadataValue>>,
+}
+
+impl Clients {
+    fn channel(&self, w: usize) -> Channel {
+        self.channels[w % self.channels.len()].clone()
+    }
+
+    fn tasks(&self, w: usize) -> TaskServiceClient<Channel> {
+        TaskServiceClient::new(self.channel(w))
+    }
+
+    /// Worker `w`'s call, as its user.
+    fn authed<T>(&self, w: usize, message: T) -> Request<T> {
+        let mut req = Request::new(message);
+        req.metadata_mut()
+            .insert("authorization", self.authorization[w].clone());
+        req
+    }
 }
 
 struct Service(Child);
@@ -177,8 +195,7 @@ async fn bench_backend(
     for _ in 0..4 {
         channels.push(Channel::from_shared(url.clone())?.connect().await?);
     }
-    let channels = Arc::new(channels);
-    let tokens: Arc<Vec<AsciiMetadataValue>> = Arc::new(
+    let authorization = Arc::new(
         (0..concurrency)
             .map(|w| {
                 let token = taskmesh_shared::auth::mint(
@@ -190,11 +207,15 @@ async fn bench_backend(
             })
             .collect::<anyhow::Result<_>>()?,
     );
+    let clients = Clients {
+        channels: Arc::new(channels),
+        authorization,
+    };
     let secs = Duration::from_secs(secs);
     let health_check = {
-        let ch = channels.clone();
+        let clients = clients.clone();
         Arc::new(move |w: usize, _| {
-            let mut c = HealthClient::new(ch[w % ch.len()].clone());
+            let mut c = HealthClient::new(clients.channel(w));
             async move {
                 c.check(HealthCheckRequest {
                     service: String::new(),
@@ -213,15 +234,14 @@ async fn bench_backend(
             .map(|_| std::sync::Mutex::new(Vec::new()))
             .collect(),
     );
-    let (ch, tk, idv) = (channels.clone(), tokens.clone(), ids.clone());
+    let (k, idv) = (clients.clone(), ids.clone());
     let create = drive(
         concurrency,
         secs,
         Arc::new(move |w: usize, i: u64| {
-            let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
-            let req = authed(
+            let mut c = k.tasks(w);
+            let req = k.authed(
                 w,
-                &tk,
                 CreateTaskRequest {
                     title: format!("bench {i}"),
                     tags: vec!["bench".into()],
@@ -246,15 +266,15 @@ async fn bench_backend(
             .map(|v| v.lock().map(|v| v.clone()).unwrap_or_default())
             .collect(),
     );
-    let (ch, tk, idv) = (channels.clone(), tokens.clone(), ids.clone());
+    let (k, idv) = (clients.clone(), ids.clone());
     let get_task = Arc::new(move |w: usize, i: u64| {
-        let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
+        let mut c = k.tasks(w);
         let mine = &idv[w];
         let id = mine
             .get(i as usize % mine.len().max(1))
             .cloned()
             .unwrap_or_default();
-        let req = authed(w, &tk, GetTaskRequest { id });
+        let req = k.authed(w, GetTaskRequest { id });
         async move {
             c.get_task(req).await?;
             Ok(())
@@ -272,15 +292,14 @@ async fn bench_backend(
     }
     let (health, get) = (Figures::of(health_runs), Figures::of(get_runs));
 
-    let (ch, tk) = (channels.clone(), tokens.clone());
+    let k = clients.clone();
     let list = drive(
         concurrency,
         secs,
         Arc::new(move |w: usize, _: u64| {
-            let mut c = TaskServiceClient::new(ch[w % ch.len()].clone());
-            let req = authed(
+            let mut c = k.tasks(w);
+            let req = k.authed(
                 w,
-                &tk,
                 ListTasksRequest {
                     page_size: 50,
                     ..Default::default()
