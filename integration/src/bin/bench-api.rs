@@ -390,14 +390,12 @@ fn pgbench(
     let script = tempfile::NamedTempFile::new()?;
     std::fs::write(
         script.path(),
-        // One CreateTask's SQL: the task row and its outbox row in one transaction.
-        "\\set id random(1, 1000000000)\n\
-         BEGIN;\n\
-         INSERT INTO tasks (id, owner_id, title, description, priority, tags, created_at, updated_at, version) \
-         VALUES (gen_random_uuid()::text, 'pgbench', 'bench', '', 2, '[\"bench\"]', 0, 0, 1);\n\
+        // One CreateTask's SQL, as task-service sends it: the task row and its outbox row
+        // in one statement, so in one transaction.
+        "WITH task AS (INSERT INTO tasks (id, owner_id, title, description, priority, tags, created_at, updated_at, version) \
+         VALUES (gen_random_uuid()::text, 'pgbench', 'bench', '', 2, '[\"bench\"]', 0, 0, 1)) \
          INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, attempts) \
-         VALUES (gen_random_uuid()::text, 'pgbench', 'taskmesh.task.created.v1', repeat('x', 700), 0, 0);\n\
-         COMMIT;\n",
+         VALUES (gen_random_uuid()::text, 'pgbench', 'taskmesh.task.created.v1', repeat('x', 700), 0, 0);\n",
     )?;
     let host = transport.host(cluster);
     let out = Command::new(bin.join("pgbench"))

@@ -35,6 +35,15 @@ async fn concurrent_retries_create_one_task(backend: Backend) {
     let mut alice = alice;
     let all = list_all(&mut alice, ListTasksRequest::default()).await;
     assert_eq!(all.len(), 1);
+    // The retries that lost the race wrote no event either: the task row and its outbox
+    // row go in together or not at all.
+    let events: Vec<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .map(|(_, id, _)| id)
+        .collect();
+    assert_eq!(events, [all[0].id.clone()]);
     // A later retry, even with another payload, answers with the same task.
     let later = create(
         &mut alice,
