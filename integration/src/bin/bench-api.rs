@@ -182,14 +182,22 @@ async fn bench_backend(
     }
     let child = command
         .env("APP_PORT", port.to_string())
+        // A free port, so that a service already on the default one (`just up`) does
+        // not stop this one from starting.
+        .env("METRICS_PORT", "0")
         .env("DATABASE_URL", database_url)
         .env("TASKMESH_JWT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .context("start task-service")?;
-    let service = Service(child);
-    wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(30))?;
+    let mut service = Service(child);
+    if let Err(err) = wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(30)) {
+        if let Ok(Some(status)) = service.0.try_wait() {
+            anyhow::bail!("task-service exited ({status}) before it listened; its log is above");
+        }
+        return Err(err);
+    }
     let url = format!("http://127.0.0.1:{port}");
     let mut channels = Vec::new();
     for _ in 0..4 {
