@@ -56,11 +56,12 @@ impl SeaTaskStore {
         Ok(())
     }
 
-    /// Inserts a task row and its event's outbox row, both or neither. On PostgreSQL that
-    /// is one statement (`WITH task AS (INSERT ...) INSERT INTO outbox ...`) in its own
-    /// implicit transaction: one round trip where BEGIN, two INSERTs and COMMIT take four,
-    /// and each round trip costs both processes a wake-up. SQLite has no data-modifying
-    /// CTE, and no round trips either, so there it is a transaction.
+    /// Inserts a task row and its event's outbox row, both or neither, and wakes the
+    /// relay as `commit` does. On PostgreSQL that is one statement (`WITH task AS
+    /// (INSERT ...) INSERT INTO outbox ...`) in its own implicit transaction: one round
+    /// trip where BEGIN, two INSERTs and COMMIT take four, and each round trip costs both
+    /// processes a wake-up. SQLite has no data-modifying CTE, and no round trips either,
+    /// so there it is a transaction.
     async fn insert_with_event(
         &self,
         task: InsertStatement,
@@ -74,12 +75,14 @@ impl SeaTaskStore {
                 .to_owned();
             db.execute(&event.with(WithClause::new().cte(cte).to_owned()))
                 .await?;
-            return Ok(());
+        } else {
+            let txn = db.begin().await?;
+            txn.execute(&task).await?;
+            txn.execute(&event).await?;
+            txn.commit().await?;
         }
-        let txn = db.begin().await?;
-        txn.execute(&task).await?;
-        txn.execute(&event).await?;
-        txn.commit().await
+        self.outbox_wake.notify_one();
+        Ok(())
     }
 
     async fn commit(&self, txn: DatabaseTransaction) -> Result<(), ApiError> {
@@ -132,10 +135,7 @@ impl TaskStore for SeaTaskStore {
             )
             .await;
         match inserted {
-            Ok(()) => {
-                self.outbox_wake.notify_one();
-                Ok(task)
-            }
+            Ok(()) => Ok(task),
             // A concurrent retry with the same request id won the race: answer with its task.
             Err(err) if is_unique_violation(&err) && request_id.is_some() => {
                 let request_id = request_id.unwrap_or_default();
