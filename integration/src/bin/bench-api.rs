@@ -6,14 +6,13 @@
 //! `BENCH_BACKENDS`, `BENCH_PG_TRANSPORT` and `BENCH_DB_CONNECTIONS` change the run.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use taskmesh_integration::net::{free_port, wait_for_tcp};
 use taskmesh_integration::postgres::{self, Durability, PgCluster};
+use taskmesh_integration::services::ServiceProcess;
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
 use taskmesh_proto::tasks::v1::{CreateTaskRequest, GetTaskRequest, ListTasksRequest};
 use tonic::Request;
@@ -122,17 +121,6 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn service_binary() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let path = me.with_file_name("task-service");
-    anyhow::ensure!(
-        path.exists(),
-        "{} missing: cargo build --release -p task-service",
-        path.display()
-    );
-    Ok(path)
-}
-
 /// What each worker calls with: a channel shared with a few other workers, and its own
 /// user's `authorization` value, built once as a client keeps it.
 #[derive(Clone)]
@@ -159,46 +147,23 @@ impl Clients {
     }
 }
 
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn bench_backend(
     name: &str,
     database_url: &str,
     secs: u64,
     concurrency: usize,
 ) -> anyhow::Result<Figures> {
-    let port = free_port()?;
-    let mut command = Command::new(service_binary()?);
+    let mut env = vec![
+        ("DATABASE_URL".to_owned(), database_url.to_owned()),
+        ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ];
     // The service's own pool size unless BENCH_DB_CONNECTIONS says otherwise.
     if let Ok(pool) = std::env::var("BENCH_DB_CONNECTIONS") {
-        command.env("DATABASE_MAX_CONNECTIONS", pool);
+        env.push(("DATABASE_MAX_CONNECTIONS".to_owned(), pool));
     }
-    let child = command
-        .env("APP_PORT", port.to_string())
-        // A free port, so that a service already on the default one (`just up`) does
-        // not stop this one from starting.
-        .env("METRICS_PORT", "0")
-        .env("DATABASE_URL", database_url)
-        .env("TASKMESH_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("start task-service")?;
-    let mut service = Service(child);
-    if let Err(err) = wait_for_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(30)) {
-        if let Ok(Some(status)) = service.0.try_wait() {
-            anyhow::bail!("task-service exited ({status}) before it listened; its log is above");
-        }
-        return Err(err);
-    }
-    let url = format!("http://127.0.0.1:{port}");
+    let service = ServiceProcess::start("task-service", env)?;
+    let url = service.endpoint();
     let mut channels = Vec::new();
     for _ in 0..4 {
         channels.push(Channel::from_shared(url.clone())?.connect().await?);
@@ -322,7 +287,7 @@ async fn bench_backend(
     .await?;
     let (create, list) = (Figures::of(vec![create]), Figures::of(vec![list]));
 
-    let rss = peak_rss_mb(service.0.id());
+    let rss = service.pid().map_or(0.0, peak_rss_mb);
     for (op, f) in [
         ("Health/Check (a)", &health),
         ("CreateTask", &create),
