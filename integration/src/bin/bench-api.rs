@@ -2,7 +2,9 @@
 //! release task-service on SQLite and on PostgreSQL, next to two ceilings measured in the
 //! same run: an empty unary call (grpc.health.v1 Check) with the same client, and the
 //! SQL of one CreateTask driven by pgbench (GetTask and (a) take turns in four rounds).
-//! Prints throughput, p50, p99, ratios and RSS. `BENCH_SECS`, `BENCH_CONCURRENCY`,
+//! Prints throughput, p50, p99, ratios, RSS, and the CPU time each call cost the service,
+//! the database server and the load tool: on a shared, noisy machine the rates drift from
+//! run to run, while CPU per call shows what a change to the service did. `BENCH_SECS`, `BENCH_CONCURRENCY`,
 //! `BENCH_BACKENDS`, `BENCH_PG_TRANSPORT` and `BENCH_DB_CONNECTIONS` change the run.
 #![forbid(unsafe_code)]
 
@@ -30,6 +32,7 @@ const ROUNDS: u32 = 4;
 struct Run {
     latencies_us: Vec<u64>,
     elapsed: Duration,
+    cpu: Cpu,
 }
 
 impl Run {
@@ -42,6 +45,8 @@ struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time per call, in microseconds.
+    cpu_us: Cpu,
 }
 
 impl Figures {
@@ -49,9 +54,14 @@ impl Figures {
     fn of(runs: Vec<Run>) -> Self {
         let all = Run {
             elapsed: runs.iter().map(|run| run.elapsed).sum(),
+            cpu: runs
+                .iter()
+                .fold(Cpu::default(), |sum, run| sum.plus(run.cpu)),
             latencies_us: runs.into_iter().flat_map(|run| run.latencies_us).collect(),
         };
         let rps = all.rate();
+        let calls = all.latencies_us.len().max(1) as f64;
+        let cpu_us = all.cpu.scaled(1e6 / calls);
         let mut all = all.latencies_us;
         all.sort_unstable();
         let pct = |p: f64| {
@@ -64,8 +74,134 @@ impl Figures {
             rps,
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
+            cpu_us,
         }
     }
+}
+
+/// CPU seconds (user and system) spent by the service, the database server (PostgreSQL's
+/// processes; SQLite runs inside the service) and this load tool.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    service: f64,
+    database: f64,
+    load_tool: f64,
+}
+
+impl Cpu {
+    fn plus(self, other: Self) -> Self {
+        Self {
+            service: self.service + other.service,
+            database: self.database + other.database,
+            load_tool: self.load_tool + other.load_tool,
+        }
+    }
+
+    fn minus(self, earlier: Self) -> Self {
+        self.plus(earlier.scaled(-1.0))
+    }
+
+    fn scaled(self, factor: f64) -> Self {
+        Self {
+            service: self.service * factor,
+            database: self.database * factor,
+            load_tool: self.load_tool * factor,
+        }
+    }
+}
+
+/// Reads the processes' CPU times from `/proc`.
+struct CpuMeter {
+    service: u32,
+    /// PostgreSQL's postmaster: its backends are its children.
+    database: Option<u32>,
+    ticks_per_second: f64,
+}
+
+impl CpuMeter {
+    fn new(service: u32, database: Option<u32>) -> Self {
+        let ticks_per_second = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0);
+        Self {
+            service,
+            database,
+            ticks_per_second,
+        }
+    }
+
+    fn sample(&self) -> Cpu {
+        let seconds = |ticks: u64| ticks as f64 / self.ticks_per_second;
+        let processes = process_table();
+        Cpu {
+            service: seconds(ticks_of_tree(&processes, self.service)),
+            database: self
+                .database
+                .map_or(0.0, |root| seconds(ticks_of_tree(&processes, root))),
+            // Not its tree: the service and the database are its children.
+            load_tool: seconds(
+                processes
+                    .iter()
+                    .find(|(pid, _, _)| *pid == std::process::id())
+                    .map_or(0, |(_, _, ticks)| *ticks),
+            ),
+        }
+    }
+
+    async fn measure<F, Fut>(
+        &self,
+        concurrency: usize,
+        length: Duration,
+        op: Arc<F>,
+    ) -> anyhow::Result<Run>
+    where
+        F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+    {
+        let before = self.sample();
+        let mut run = drive(concurrency, length, op).await?;
+        run.cpu = self.sample().minus(before);
+        Ok(run)
+    }
+}
+
+/// Every process's (pid, parent pid, user + system ticks).
+fn process_table() -> Vec<(u32, u32, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces and parentheses: fields count from its end.
+            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+            let parent = fields.get(1)?.parse().ok()?;
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((pid, parent, utime + stime))
+        })
+        .collect()
+}
+
+/// The ticks of `root` and all its descendants.
+fn ticks_of_tree(processes: &[(u32, u32, u64)], root: u32) -> u64 {
+    let mut tree = vec![root];
+    let mut ticks = 0;
+    while let Some(pid) = tree.pop() {
+        for &(child, parent, child_ticks) in processes {
+            if child == pid {
+                ticks += child_ticks;
+            }
+            if parent == pid {
+                tree.push(child);
+            }
+        }
+    }
+    ticks
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -105,6 +241,7 @@ where
     Ok(Run {
         latencies_us,
         elapsed: started.elapsed(),
+        cpu: Cpu::default(),
     })
 }
 
@@ -150,6 +287,7 @@ impl Clients {
 async fn bench_backend(
     name: &str,
     database_url: &str,
+    database_pid: Option<u32>,
     secs: u64,
     concurrency: usize,
 ) -> anyhow::Result<Figures> {
@@ -163,6 +301,10 @@ async fn bench_backend(
         env.push(("DATABASE_MAX_CONNECTIONS".to_owned(), pool));
     }
     let service = ServiceProcess::start("task-service", env)?;
+    let meter = CpuMeter::new(
+        service.pid().context("task-service has no pid")?,
+        database_pid,
+    );
     let url = service.endpoint();
     let mut channels = Vec::new();
     for _ in 0..4 {
@@ -208,30 +350,31 @@ async fn bench_backend(
             .collect(),
     );
     let (k, idv) = (clients.clone(), ids.clone());
-    let create = drive(
-        concurrency,
-        secs,
-        Arc::new(move |w: usize, i: u64| {
-            let mut c = k.tasks(w);
-            let req = k.authed(
-                w,
-                CreateTaskRequest {
-                    title: format!("bench {i}"),
-                    tags: vec!["bench".into()],
-                    ..Default::default()
-                },
-            );
-            let idv = idv.clone();
-            async move {
-                let task = c.create_task(req).await?.into_inner();
-                if let Ok(mut v) = idv[w].lock() {
-                    v.push(task.id);
+    let create = meter
+        .measure(
+            concurrency,
+            secs,
+            Arc::new(move |w: usize, i: u64| {
+                let mut c = k.tasks(w);
+                let req = k.authed(
+                    w,
+                    CreateTaskRequest {
+                        title: format!("bench {i}"),
+                        tags: vec!["bench".into()],
+                        ..Default::default()
+                    },
+                );
+                let idv = idv.clone();
+                async move {
+                    let task = c.create_task(req).await?.into_inner();
+                    if let Ok(mut v) = idv[w].lock() {
+                        v.push(task.id);
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-        }),
-    )
-    .await?;
+            }),
+        )
+        .await?;
 
     // Each worker reads back the tasks it created, in turn.
     let ids: Arc<Vec<Vec<String>>> = Arc::new(
@@ -257,8 +400,12 @@ async fn bench_backend(
     // neighbours, its clock) weighs on both alike rather than on whichever ran second.
     let (mut health_runs, mut get_runs, mut round_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let health = drive(concurrency, secs / ROUNDS, health_check.clone()).await?;
-        let get = drive(concurrency, secs / ROUNDS, get_task.clone()).await?;
+        let health = meter
+            .measure(concurrency, secs / ROUNDS, health_check.clone())
+            .await?;
+        let get = meter
+            .measure(concurrency, secs / ROUNDS, get_task.clone())
+            .await?;
         round_ratios.push(get.rate() / health.rate());
         health_runs.push(health);
         get_runs.push(get);
@@ -266,40 +413,49 @@ async fn bench_backend(
     let (health, get) = (Figures::of(health_runs), Figures::of(get_runs));
 
     let k = clients.clone();
-    let list = drive(
-        concurrency,
-        secs,
-        Arc::new(move |w: usize, _: u64| {
-            let mut c = k.tasks(w);
-            let req = k.authed(
-                w,
-                ListTasksRequest {
-                    page_size: 50,
-                    ..Default::default()
-                },
-            );
-            async move {
-                c.list_tasks(req).await?;
-                Ok(())
-            }
-        }),
-    )
-    .await?;
+    let list = meter
+        .measure(
+            concurrency,
+            secs,
+            Arc::new(move |w: usize, _: u64| {
+                let mut c = k.tasks(w);
+                let req = k.authed(
+                    w,
+                    ListTasksRequest {
+                        page_size: 50,
+                        ..Default::default()
+                    },
+                );
+                async move {
+                    c.list_tasks(req).await?;
+                    Ok(())
+                }
+            }),
+        )
+        .await?;
     let (create, list) = (Figures::of(vec![create]), Figures::of(vec![list]));
 
     let rss = service.pid().map_or(0.0, peak_rss_mb);
-    for (op, f) in [
+    let figures = [
         ("Health/Check (a)", &health),
         ("CreateTask", &create),
         ("GetTask", &get),
         ("ListTasks/50", &list),
-    ] {
+    ];
+    for (op, f) in figures {
         println!(
             "{name:<10} {op:<18} {:>9.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:>5.2}x of (a)",
             f.rps,
             f.p50_ms,
             f.p99_ms,
             f.rps / health.rps
+        );
+    }
+    for (op, f) in figures {
+        let cpu = f.cpu_us;
+        println!(
+            "{name:<10} {op:<18} CPU per call: task-service {:>6.1} us, database {:>6.1} us, load tool {:>6.1} us",
+            cpu.service, cpu.database, cpu.load_tool
         );
     }
     let (low, high) = round_ratios
@@ -424,7 +580,7 @@ async fn main() -> anyhow::Result<()> {
             "sqlite://{}?mode=rwc",
             dir.path().join("bench.db").display()
         );
-        bench_backend("sqlite", &sqlite, secs, concurrency).await?;
+        bench_backend("sqlite", &sqlite, None, secs, concurrency).await?;
     }
     if !wanted("postgres") {
         return Ok(());
@@ -434,7 +590,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = PgCluster::start(Durability::Full)?;
     println!("postgres   reached over {transport:?} (BENCH_PG_TRANSPORT=socket|tcp)");
     let db = postgres::fresh_database(&transport.admin_url(&cluster)).await?;
-    let create = bench_backend("postgres", &db, secs, concurrency).await?;
+    let create = bench_backend("postgres", &db, Some(cluster.pid()), secs, concurrency).await?;
     let tps = pgbench(&cluster, transport, &db, secs, concurrency)?;
     println!(
         "postgres   pgbench CreateTask SQL (b) {tps:>9.0} tx/s; CreateTask {:.2}x of (b)",
