@@ -2,15 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{
-    CommonTableExpression, Expr, ExprTrait, Func, InsertStatement, LikeExpr, WithClause,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use std::sync::Arc;
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, SqlErr, TransactionTrait,
+    IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, Statement,
+    TransactionTrait, TryIntoModel, Value,
 };
 use taskmesh_shared::error::ApiError;
 use taskmesh_shared::events::TaskEvent;
@@ -49,7 +48,7 @@ impl SeaTaskStore {
     /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
     /// change commits.
     async fn record(&self, txn: &DatabaseTransaction, event: TaskEvent) -> Result<(), ApiError> {
-        outbox_entity::Entity::insert(outbox_row(event)?)
+        outbox_entity::Entity::insert(outbox_row(event)?.into_active())
             .exec_without_returning(txn)
             .await
             .map_err(db_error)?;
@@ -57,28 +56,28 @@ impl SeaTaskStore {
     }
 
     /// Inserts a task row and its event's outbox row, both or neither, and wakes the
-    /// relay as `commit` does. On PostgreSQL that is one statement (`WITH task AS
-    /// (INSERT ...) INSERT INTO outbox ...`) in its own implicit transaction: one round
-    /// trip where BEGIN, two INSERTs and COMMIT take four, and each round trip costs both
-    /// processes a wake-up. SQLite has no data-modifying CTE, and no round trips either,
-    /// so there it is a transaction.
-    async fn insert_with_event(
-        &self,
-        task: InsertStatement,
-        event: InsertStatement,
-    ) -> Result<(), DbErr> {
+    /// relay as `commit` does. On PostgreSQL that is one statement (`PG_INSERT_WITH_EVENT`)
+    /// in its own implicit transaction: one round trip where BEGIN, two INSERTs and COMMIT
+    /// take four, and each round trip costs both processes a wake-up. SQLite has no
+    /// data-modifying CTE, and no round trips either, so there it is a transaction.
+    async fn insert_with_event(&self, task: Model, event: EventRow) -> Result<(), DbErr> {
         let db = &self.db.writer;
         if db.get_database_backend() == DbBackend::Postgres {
-            let cte = CommonTableExpression::new()
-                .query(task)
-                .table_name("task")
-                .to_owned();
-            db.execute(&event.with(WithClause::new().cte(cte).to_owned()))
-                .await?;
+            let values = pg_insert_with_event_values(task, event);
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                PG_INSERT_WITH_EVENT,
+                values,
+            ))
+            .await?;
         } else {
             let txn = db.begin().await?;
-            txn.execute(&task).await?;
-            txn.execute(&event).await?;
+            Entity::insert(task.into_active_model())
+                .exec_without_returning(&txn)
+                .await?;
+            outbox_entity::Entity::insert(event.into_active())
+                .exec_without_returning(&txn)
+                .await?;
             txn.commit().await?;
         }
         self.outbox_wake.notify_one();
@@ -126,14 +125,11 @@ impl TaskStore for SeaTaskStore {
         row.owner_id = Set(task.owner_id.clone());
         row.created_at = Set(micros(task.created_at));
         row.request_id = Set(request_id.clone());
+        // Every column is set just above.
+        let row = row.try_into_model().map_err(ApiError::internal)?;
 
         let event = outbox_row(events::changed(ChangeKind::Created, None, &task))?;
-        let inserted = self
-            .insert_with_event(
-                Entity::insert(row).into_query(),
-                outbox_entity::Entity::insert(event).into_query(),
-            )
-            .await;
+        let inserted = self.insert_with_event(row, event).await;
         match inserted {
             Ok(()) => Ok(task),
             // A concurrent retry with the same request id won the race: answer with its task.
@@ -348,20 +344,101 @@ fn time(micros: i64) -> Result<DateTime<Utc>, ApiError> {
         .ok_or_else(|| ApiError::internal(format!("stored time {micros} is out of range")))
 }
 
+/// An outbox row before the database numbers it (`seq`); it is unpublished, with no
+/// attempts yet.
+struct EventRow {
+    event_id: String,
+    task_id: String,
+    event_type: String,
+    payload: String,
+    created_at: i64,
+}
+
+impl EventRow {
+    fn into_active(self) -> outbox_entity::ActiveModel {
+        outbox_entity::ActiveModel {
+            seq: NotSet,
+            event_id: Set(self.event_id),
+            task_id: Set(self.task_id),
+            event_type: Set(self.event_type),
+            payload: Set(self.payload),
+            created_at: Set(self.created_at),
+            published_at: Set(None),
+            attempts: Set(0),
+        }
+    }
+}
+
 /// The outbox row of `event`. The event keeps the request's trace context: subscribers'
 /// spans join the trace of the call that caused them.
-fn outbox_row(event: TaskEvent) -> Result<outbox_entity::ActiveModel, ApiError> {
+fn outbox_row(event: TaskEvent) -> Result<EventRow, ApiError> {
     let event = event.with_traceparent(trace_context::current());
-    Ok(outbox_entity::ActiveModel {
-        seq: NotSet,
-        event_id: Set(event.id.clone()),
-        task_id: Set(event.data.task.id.to_string()),
-        event_type: Set(event.event_type.clone()),
-        payload: Set(serde_json::to_string(&event).map_err(ApiError::internal)?),
-        created_at: Set(micros(crate::domain::now())),
-        published_at: Set(None),
-        attempts: Set(0),
+    Ok(EventRow {
+        payload: serde_json::to_string(&event).map_err(ApiError::internal)?,
+        task_id: event.data.task.id.to_string(),
+        event_id: event.id,
+        event_type: event.event_type,
+        created_at: micros(crate::domain::now()),
     })
+}
+
+/// CreateTask on PostgreSQL: the task row and its outbox row in one statement. Written
+/// out rather than built with sea-query on every call: building, cloning and dropping
+/// that statement tree was an eighth of task-service's CPU in CreateTask. The columns are
+/// bound in the order of `pg_insert_with_event_values`.
+const PG_INSERT_WITH_EVENT: &str = "WITH task AS (INSERT INTO tasks \
+    (id, owner_id, title, description, priority, tags, due_at, time_zone, recurrence, \
+    completed_at, created_at, updated_at, version, request_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)) \
+    INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, published_at, attempts) \
+    VALUES ($15, $16, $17, $18, $19, NULL, 0)";
+
+fn pg_insert_with_event_values(task: Model, event: EventRow) -> Vec<Value> {
+    // Destructured, so that a new column fails to compile here instead of going unwritten.
+    let Model {
+        id,
+        owner_id,
+        title,
+        description,
+        priority,
+        tags,
+        due_at,
+        time_zone,
+        recurrence,
+        completed_at,
+        created_at,
+        updated_at,
+        version,
+        request_id,
+    } = task;
+    let EventRow {
+        event_id,
+        task_id,
+        event_type,
+        payload,
+        created_at: event_created_at,
+    } = event;
+    vec![
+        id.into(),
+        owner_id.into(),
+        title.into(),
+        description.into(),
+        priority.into(),
+        tags.into(),
+        due_at.into(),
+        time_zone.into(),
+        recurrence.into(),
+        completed_at.into(),
+        created_at.into(),
+        updated_at.into(),
+        version.into(),
+        request_id.into(),
+        event_id.into(),
+        task_id.into(),
+        event_type.into(),
+        payload.into(),
+        event_created_at.into(),
+    ]
 }
 
 /// The columns a change may write (everything but the identity and creation fields).
@@ -417,6 +494,37 @@ async fn unique<C: ConnectionTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_statement_binds_every_value_it_names() {
+        let task = Model {
+            id: "t".into(),
+            owner_id: "o".into(),
+            title: "title".into(),
+            description: String::new(),
+            priority: 2,
+            tags: "[]".into(),
+            due_at: None,
+            time_zone: None,
+            recurrence: None,
+            completed_at: None,
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+            request_id: None,
+        };
+        let event = EventRow {
+            event_id: "e".into(),
+            task_id: "t".into(),
+            event_type: "taskmesh.task.created.v1".into(),
+            payload: "{}".into(),
+            created_at: 1,
+        };
+        let values = pg_insert_with_event_values(task, event);
+        let placeholders = PG_INSERT_WITH_EVENT.matches('$').count();
+        assert_eq!(placeholders, values.len());
+        assert!(PG_INSERT_WITH_EVENT.contains(&format!("${}", values.len())));
+    }
 
     #[test]
     fn like_wildcards_are_escaped() {
