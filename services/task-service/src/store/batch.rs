@@ -27,8 +27,8 @@ const MAX_BATCH: usize = 64;
 /// batches and less CPU per read; a read then waits at most for the batch ahead of it.
 /// On 2 cores at concurrency 32 (with CPU, not the database, the limit), one slot served
 /// about 8% more reads than two, and two 15-30% more than four.
-fn in_flight() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 8))
+pub(super) fn in_flight() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 8) as u32)
 }
 
 /// Under load (the last batch had company), times the batcher yields to the runtime before
@@ -81,7 +81,7 @@ fn stopped() -> ApiError {
 }
 
 async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Lookup>) {
-    let slots = Arc::new(Semaphore::new(in_flight()));
+    let slots = Arc::new(Semaphore::new(in_flight() as usize));
     let mut under_load = false;
     loop {
         // A free slot first, then the lookups: while every slot is busy they gather here.

@@ -55,6 +55,11 @@ pub trait TaskStore: Send + Sync + 'static {
 pub struct Database {
     pub reader: DatabaseConnection,
     pub writer: DatabaseConnection,
+    /// GetTask's read batches (`batch`), on connections of their own, one per batch in
+    /// flight. From a shared pool each batch would get the least recently used connection,
+    /// whose PostgreSQL server process (or SQLite page cache) had gone cold, and each of
+    /// them would prepare and plan every batch size again.
+    pub batch_reader: DatabaseConnection,
 }
 
 impl Database {
@@ -66,7 +71,13 @@ impl Database {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let readers = max_connections.min(u32::try_from(cores * 2).unwrap_or(u32::MAX));
             let reader = sea_orm::Database::connect(sqlite_options(url, readers)).await?;
-            Ok(Self { reader, writer })
+            let batch_reader =
+                sea_orm::Database::connect(sqlite_options(url, batch::in_flight())).await?;
+            Ok(Self {
+                reader,
+                writer,
+                batch_reader,
+            })
         } else {
             let mut options = ConnectOptions::new(url);
             options
@@ -77,10 +88,15 @@ impl Database {
                 // trip for each query. A connection in steady use is alive; one idle long
                 // enough for the server, a proxy or a firewall to have dropped it is tested.
                 .test_before_acquire_if_idle_for(PG_PING_AFTER_IDLE);
-            let pool = sea_orm::Database::connect(options).await?;
+            let pool = sea_orm::Database::connect(options.clone()).await?;
+            options
+                .max_connections(batch::in_flight())
+                .min_connections(batch::in_flight());
+            let batch_reader = sea_orm::Database::connect(options).await?;
             Ok(Self {
                 reader: pool.clone(),
                 writer: pool,
+                batch_reader,
             })
         }
     }
@@ -92,6 +108,7 @@ impl Database {
     pub async fn close(self) {
         let _ = self.reader.close().await;
         let _ = self.writer.close().await;
+        let _ = self.batch_reader.close().await;
     }
 }
 

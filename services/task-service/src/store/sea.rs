@@ -39,7 +39,7 @@ impl SeaTaskStore {
     /// Must be called on the Tokio runtime: it starts the read batcher.
     pub fn new(db: Database, outbox_wake: Arc<Notify>) -> Self {
         Self {
-            reads: ReadBatcher::spawn(db.reader.clone()),
+            reads: ReadBatcher::spawn(db.batch_reader.clone()),
             db,
             outbox_wake,
         }
