@@ -4,8 +4,9 @@
 //! SQL of one CreateTask driven by pgbench (GetTask and (a) take turns in four rounds).
 //! Prints throughput, p50, p99, ratios, RSS, and the CPU time each call cost the service,
 //! the database server and the load tool: on a shared, noisy machine the rates drift from
-//! run to run, while CPU per call shows what a change to the service did. `BENCH_SECS`, `BENCH_CONCURRENCY`,
-//! `BENCH_BACKENDS`, `BENCH_PG_TRANSPORT` and `BENCH_DB_CONNECTIONS` change the run.
+//! run to run, while CPU per call shows what a change to the service did.
+//! `BENCH_SECS`, `BENCH_CONCURRENCY`, `BENCH_BACKENDS`, `BENCH_PG_TRANSPORT` and
+//! `BENCH_DB_CONNECTIONS` change the run.
 #![forbid(unsafe_code)]
 
 use std::process::Command;

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng as _;
 use tokio::sync::{Notify, watch};
+// Tokio's clock, which tests can pause; the same as std's otherwise.
+use tokio::time::Instant;
 
 use super::{
     EventPublisher, Leadership, OutboxMetrics, OutboxSettings, OutboxStore, PendingEvent,
@@ -261,16 +263,16 @@ async fn housekeeping(
 ) {
     let mut tick = tokio::time::interval(BACKLOG_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune: Option<tokio::time::Instant> = None;
-    let mut next_count = tokio::time::Instant::now();
+    let mut last_prune: Option<Instant> = None;
+    let mut next_count = Instant::now();
     let mut oldest = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stopped(&mut stop) => return,
         }
-        if tokio::time::Instant::now() >= next_count {
-            let started = tokio::time::Instant::now();
+        if Instant::now() >= next_count {
+            let started = Instant::now();
             match store.backlog().await {
                 Ok(backlog) => {
                     metrics
@@ -287,7 +289,7 @@ async fn housekeeping(
         });
         metrics.oldest_age_seconds.set(age);
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-            last_prune = Some(tokio::time::Instant::now());
+            last_prune = Some(Instant::now());
             let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
             match store.prune(chrono::Utc::now() - retention).await {
                 Ok(0) => {}
