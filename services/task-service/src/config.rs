@@ -41,15 +41,19 @@ pub struct Config {
     pub trusted_callers: Vec<String>,
 }
 
-impl Config {
+/// The database, as `serve` and `migrate` both read it (`DATABASE_URL`).
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+}
+
+impl DatabaseConfig {
     pub fn from_env(env: &dyn Source) -> Result<Self, ConfigError> {
-        let host: IpAddr = config::parse_or(env, "APP_HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-        let port: u16 = config::parse_or(env, "APP_PORT", DEFAULT_PORT)?;
-        let database_url = config::optional(env, "DATABASE_URL")
+        let url = config::optional(env, "DATABASE_URL")
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
         {
             return Err(ConfigError::invalid(
                 "DATABASE_URL",
@@ -57,6 +61,63 @@ impl Config {
                 "expected a sqlite:// or postgres:// URL",
             ));
         }
+        Ok(Self { url: url.into() })
+    }
+
+    /// What to add to an error from opening the database: SQLite needs a writable
+    /// directory for its file (and the `-wal`/`-shm` files next to it), which a container
+    /// with a read-only root filesystem does not have.
+    pub fn open_hint(&self, error: &str) -> Option<String> {
+        let url = self.url.expose_secret();
+        if !url.starts_with("sqlite:") {
+            return None;
+        }
+        // SQLITE_CANTOPEN and SQLITE_READONLY, as SQLite words them.
+        let cannot_open = [
+            "unable to open database file",
+            "attempt to write a readonly database",
+        ]
+        .iter()
+        .any(|symptom| error.contains(symptom));
+        cannot_open.then(|| {
+            let path = url
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or_default();
+            format!(
+                "cannot open the SQLite database {path:?}: its directory must exist and be \
+                 writable (SQLite also writes {path}-wal and {path}-shm). SQLite is for a \
+                 developer machine; in Kubernetes (read-only root filesystem, several \
+                 replicas) set DATABASE_URL to a postgres:// URL"
+            )
+        })
+    }
+}
+
+/// `task-service migrate`: only the database and where the logs go. The hook job that
+/// runs it before a rollout has no JWT secret, no sidecar and no ports.
+#[derive(Debug, Clone)]
+pub struct MigrateConfig {
+    pub database: DatabaseConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+impl MigrateConfig {
+    pub fn from_env(env: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: DatabaseConfig::from_env(env)?,
+            telemetry: TelemetryConfig::from_env(env)?,
+        })
+    }
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Source) -> Result<Self, ConfigError> {
+        let host: IpAddr = config::parse_or(env, "APP_HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+        let port: u16 = config::parse_or(env, "APP_PORT", DEFAULT_PORT)?;
+        let DatabaseConfig { url: database_url } = DatabaseConfig::from_env(env)?;
         let database_max_connections: u32 =
             config::parse_or(env, "DATABASE_MAX_CONNECTIONS", default_pool_size())?;
         if !(1..=1000).contains(&database_max_connections) {
@@ -109,7 +170,7 @@ impl Config {
             config::parse_or(env, "TASKMESH_OUTBOX_RETENTION_SECS", 24 * 3600)?;
         Ok(Self {
             listen: SocketAddr::new(host, port),
-            database_url: database_url.into(),
+            database_url,
             database_max_connections,
             jwt_secret: jwt_secret.into(),
             dev_mode,
@@ -131,6 +192,12 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .collect(),
         })
+    }
+
+    pub fn database(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: self.database_url.clone(),
+        }
     }
 
     pub fn uses_dev_secret(&self) -> bool {
@@ -195,5 +262,62 @@ mod tests {
             let err = Config::from_env(&env).unwrap_err();
             assert!(err.to_string().starts_with(name), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn migrate_needs_only_the_database() {
+        // What the chart's migration hook job sets: no JWT secret, no ports, no sidecar.
+        let env = HashMap::from([
+            ("DATABASE_URL", "postgres://taskmesh@db:5432/taskmesh"),
+            ("TASKMESH_LOG_FORMAT", "json"),
+            // What serve reads is not even looked at.
+            ("APP_PORT", "not a port"),
+        ]);
+        let config = MigrateConfig::from_env(&env).unwrap();
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://taskmesh@db:5432/taskmesh"
+        );
+        assert_eq!(
+            config.telemetry.log_format,
+            taskmesh_shared::telemetry::LogFormat::Json
+        );
+        // `serve` still refuses the same environment.
+        assert!(Config::from_env(&env).is_err());
+
+        // ...and what it reads is still validated, with the variable named.
+        for (name, value) in [
+            ("DATABASE_URL", "mysql://x"),
+            ("TASKMESH_LOG_FORMAT", "xml"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+        ] {
+            let err = MigrateConfig::from_env(&HashMap::from([(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{name}: {err}");
+        }
+        let err = MigrateConfig::from_env(&HashMap::from([("DATABASE_URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("mysql://x"),
+            "the URL may hold a password: {err}"
+        );
+    }
+
+    #[test]
+    fn an_unopenable_sqlite_file_is_explained() {
+        let sqlite = DatabaseConfig {
+            url: "sqlite:///data/task-service.db?mode=rwc".to_owned().into(),
+        };
+        let error = "Connection Error: error returned from database: (code: 14) unable to open \
+                     database file";
+        let hint = sqlite.open_hint(error).unwrap();
+        assert!(hint.contains("\"/data/task-service.db\""), "{hint}");
+        assert!(hint.contains("postgres://"), "{hint}");
+        assert!(sqlite.open_hint("pool timed out").is_none());
+
+        let postgres = DatabaseConfig {
+            url: "postgres://db/taskmesh".to_owned().into(),
+        };
+        assert!(postgres.open_hint(error).is_none());
     }
 }

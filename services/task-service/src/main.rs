@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
+use task_service::config::{DatabaseConfig, MigrateConfig};
 use task_service::store::Database;
 use task_service::{Application, Config};
-use taskmesh_shared::config::ProcessEnv;
+use taskmesh_shared::config::{ConfigError, ProcessEnv};
+use taskmesh_shared::telemetry::TelemetryConfig;
 use taskmesh_shared::{error, shutdown, telemetry};
 
 /// The Taskmesh task API (gRPC). Configured by environment variables: see the README.
@@ -21,7 +23,8 @@ struct Cli {
 enum Command {
     /// Migrate the database, then serve (the default).
     Serve,
-    /// Migrate the database and exit (run as a Helm hook job before rollouts).
+    /// Migrate the database and exit (run as a Helm hook job before rollouts). Reads only
+    /// DATABASE_URL and the log settings.
     Migrate,
 }
 
@@ -30,32 +33,61 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env(&ProcessEnv) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("task-service: configuration error: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let telemetry = telemetry::init("task-service", &config.telemetry);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
-        Command::Migrate => migrate(config).await,
-    };
-    telemetry.shutdown().await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = %error::chain(err.as_ref()), "task-service failed");
-            ExitCode::FAILURE
-        }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match Config::from_env(&ProcessEnv) {
+            Ok(config) => {
+                let (telemetry, database) = (config.telemetry.clone(), config.database());
+                run(&telemetry, &database, serve(config)).await
+            }
+            Err(err) => config_error(&err),
+        },
+        Command::Migrate => match MigrateConfig::from_env(&ProcessEnv) {
+            Ok(config) => {
+                run(
+                    &config.telemetry,
+                    &config.database,
+                    migrate(config.database.clone()),
+                )
+                .await
+            }
+            Err(err) => config_error(&err),
+        },
     }
 }
 
-async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn config_error(err: &ConfigError) -> ExitCode {
+    eprintln!("task-service: configuration error: {err}");
+    ExitCode::from(2)
+}
+
+async fn run(
+    telemetry: &TelemetryConfig,
+    database: &DatabaseConfig,
+    command: impl Future<Output = Result<(), BoxError>>,
+) -> ExitCode {
+    let telemetry = telemetry::init("task-service", telemetry);
+    let result = command.await;
+    if let Err(err) = &result {
+        let chain = error::chain(err.as_ref());
+        match database.open_hint(&chain) {
+            Some(hint) => tracing::error!(error = %chain, %hint, "task-service failed"),
+            None => tracing::error!(error = %chain, "task-service failed"),
+        }
+    }
+    telemetry.shutdown().await;
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn serve(config: Config) -> Result<(), BoxError> {
     // Listening for SIGTERM before the port opens: see `shutdown::signal`.
     let stop = shutdown::signal();
     let app = Application::build(config).await?;
@@ -63,8 +95,8 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
     Ok(())
 }
 
-async fn migrate(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let db = Database::connect(config.database_url.expose_secret(), 1).await?;
+async fn migrate(database: DatabaseConfig) -> Result<(), BoxError> {
+    let db = Database::connect(database.url.expose_secret(), 1).await?;
     db.migrate().await?;
     db.close().await;
     tracing::info!("migrations applied");

@@ -83,12 +83,12 @@ fn dev_mode_says_so_loudly() {
     assert!(stderr.contains("DEV MODE"), "{stderr}");
 }
 
+/// As the chart's hook job runs it: DATABASE_URL and the log settings, no JWT secret.
 #[test]
 fn migrate_subcommand_migrates_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let out = command(free_port().unwrap(), &db)
-        .env("TASKMESH_JWT_SECRET", SECRET)
         .arg("migrate")
         .output()
         .unwrap();
@@ -98,6 +98,24 @@ fn migrate_subcommand_migrates_and_exits() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(db.exists());
+}
+
+#[test]
+fn an_unopenable_sqlite_file_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that does not exist: what a read-only root filesystem amounts to.
+    let db = dir.path().join("missing").join("t.db");
+    let out = command(free_port().unwrap(), &db)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the SQLite database"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("postgres://"), "{stderr}");
 }
 
 /// Calls keep coming while SIGTERM arrives: health turns NOT_SERVING, the process exits
