@@ -22,6 +22,10 @@ CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "taskmesh
 HELM = os.environ.get("HELM", "helm")
 KUBERNETES_VERSION = "1.34.0"
 APPS = ["task-service", "notification-service", "recurring-service", "analytics-service"]
+ROOT = os.path.join(CHART, "..", "..")
+OPS = "taskmesh-ops"
+OPS_METHODS = ["stats/get", "notifications/list", "notifications/ack", "preferences/get",
+               "preferences/set", "preferences/delete"]
 
 
 def render(env, *extra):
@@ -32,6 +36,16 @@ def render(env, *extra):
         check=True, capture_output=True, text=True,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def helm_notes(env, *extra):
+    """NOTES.txt as `helm install` prints it (a client-side dry run: no cluster needed)."""
+    out = subprocess.run(
+        [HELM, "install", "taskmesh", CHART, "--namespace", "taskmesh", "--dry-run=client",
+         "-f", os.path.join(CHART, f"values-{env}.yaml"), *extra],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return out.split("NOTES:", 1)[1]
 
 
 def helm_fails(*args):
@@ -76,6 +90,11 @@ def dapr_schemas():
     return schemas
 
 
+def apps_of(deployments):
+    """The four services' Deployments (not taskmesh-ops)."""
+    return {name: d for name, d in deployments.items() if name in APPS}
+
+
 def env_of(container):
     return {e["name"]: e for e in container.get("env", [])}
 
@@ -98,8 +117,8 @@ class EveryEnvironment(unittest.TestCase):
     def test_apps_are_annotated_probed_and_locked_down(self):
         for env in ["local", "staging", "prod"]:
             deployments = by_kind(render(env), "Deployment")
-            self.assertEqual(sorted(deployments), sorted(APPS))
-            for app, deployment in deployments.items():
+            self.assertEqual(sorted(deployments), sorted(APPS + [OPS]))
+            for app, deployment in apps_of(deployments).items():
                 with self.subTest(f"{env}/{app}"):
                     pod = deployment["spec"]["template"]
                     notes = pod["metadata"]["annotations"]
@@ -125,7 +144,7 @@ class EveryEnvironment(unittest.TestCase):
             objects = render(env)
             tracing = by_kind(objects, "Configuration")["taskmesh"]["spec"]["tracing"]
             collector = tracing.get("otel", {}).get("endpointAddress")
-            for app, deployment in by_kind(objects, "Deployment").items():
+            for app, deployment in apps_of(by_kind(objects, "Deployment")).items():
                 with self.subTest(f"{env}/{app}"):
                     container = deployment["spec"]["template"]["spec"]["containers"][0]
                     variables = env_of(container)
@@ -162,20 +181,175 @@ class EveryEnvironment(unittest.TestCase):
         state = {m["name"]: m for m in components["taskmesh-state"]["spec"]["metadata"]}
         self.assertEqual(state["actorStateStore"]["value"], "false")
 
-    def test_access_control_lets_only_recurring_service_call_task_service(self):
+    def test_access_control_allows_only_listed_callers_and_operations(self):
         config = by_kind(render("prod"), "Configuration")["taskmesh"]["spec"]
         acl = config["accessControl"]
         self.assertEqual(acl["defaultAction"], "deny")
-        self.assertEqual([p["appId"] for p in acl["policies"]], ["recurring-service"])
+        policies = {p["appId"]: p for p in acl["policies"]}
+        self.assertEqual(sorted(policies), ["recurring-service", OPS])
+        for policy in policies.values():
+            self.assertEqual(policy["defaultAction"], "deny")
+            self.assertEqual(policy["namespace"], "taskmesh")
+            self.assertEqual(policy["trustDomain"], acl["trustDomain"])
+            self.assertTrue(all(op["action"] == "allow" for op in policy["operations"]))
+        self.assertEqual([op["name"] for op in policies["recurring-service"]["operations"]],
+                         ["/taskmesh.tasks.v1.TaskService/CreateTask"])
+        # The operators' caller: exactly the operator methods, no wildcard.
+        ops_methods = [op["name"] for op in policies[OPS]["operations"]]
+        self.assertEqual(ops_methods, ["/" + m for m in OPS_METHODS])
+        self.assertFalse(any("*" in m for m in ops_methods))
         resiliency = by_kind(render("prod"), "Resiliency")["taskmesh"]["spec"]
         inbound = resiliency["targets"]["components"]["taskmesh-pubsub"]["inbound"]
         self.assertEqual(set(inbound), {"retry", "circuitBreaker"})
         self.assertIn("task-service", resiliency["targets"]["apps"])
 
-    def test_migrations_run_as_a_hook_job(self):
-        job = by_kind(render("local"), "Job")["task-service-migrate"]
-        self.assertEqual(job["metadata"]["annotations"]["helm.sh/hook"], "pre-install,pre-upgrade")
-        self.assertEqual(job["spec"]["template"]["spec"]["containers"][0]["args"], ["migrate"])
+    def test_the_operator_methods_are_ones_the_services_register(self):
+        sources = ""
+        for path in glob.glob(os.path.join(ROOT, "services", "*", "src", "**", "*.rs"), recursive=True):
+            with open(path) as f:
+                sources += f.read()
+        for method in OPS_METHODS:
+            self.assertIn(f'"{method}"', sources, method)
+
+    def test_the_operators_caller_is_a_sidecar_with_no_app(self):
+        for env in ["local", "staging", "prod"]:
+            objects = render(env)
+            with self.subTest(env):
+                ops = by_kind(objects, "Deployment")[OPS]
+                pod = ops["spec"]["template"]
+                notes = pod["metadata"]["annotations"]
+                self.assertEqual(notes["dapr.io/app-id"], OPS)
+                self.assertEqual(notes["dapr.io/config"], "taskmesh")
+                self.assertIn("dapr.io/api-token-secret", notes)
+                self.assertNotIn("dapr.io/app-port", notes)
+                self.assertEqual(notes["dapr.io/disable-builtin-k8s-secret-store"], "true")
+                self.assertNotIn("dapr.io/volume-mounts", notes)
+                self.assertEqual(pod["spec"]["serviceAccountName"], OPS)
+                self.assertFalse(pod["spec"]["automountServiceAccountToken"])
+                self.assertNotIn("volumes", pod["spec"])
+                container = pod["spec"]["containers"][0]
+                self.assertNotIn("ports", container)
+                self.assertTrue(container["securityContext"]["readOnlyRootFilesystem"])
+                # It loads no component: none is scoped to it.
+                for component in by_kind(objects, "Component").values():
+                    self.assertNotIn(OPS, component.get("scopes") or [])
+                self.assertNotIn(OPS, by_kind(objects, "Service"))
+
+    def test_without_ops_no_app_may_invoke_the_operator_methods(self):
+        objects = render("prod", "--set", "ops.enabled=false")
+        self.assertNotIn(OPS, by_kind(objects, "Deployment"))
+        self.assertNotIn(OPS, by_kind(objects, "ServiceAccount"))
+        acl = by_kind(objects, "Configuration")["taskmesh"]["spec"]["accessControl"]
+        self.assertEqual([p["appId"] for p in acl["policies"]], ["recurring-service"])
+
+    def test_every_pod_has_its_own_service_account_and_no_token_in_the_app(self):
+        for env in ["local", "staging", "prod"]:
+            objects = render(env)
+            accounts = by_kind(objects, "ServiceAccount")
+            with self.subTest(env):
+                self.assertEqual(sorted(accounts), sorted(APPS + [OPS]))
+                for account in accounts.values():
+                    self.assertFalse(account["automountServiceAccountToken"])
+                roles = by_kind(objects, "Role")
+                for app in APPS:
+                    pod = by_kind(objects, "Deployment")[app]["spec"]["template"]
+                    notes = pod["metadata"]["annotations"]
+                    self.assertEqual(pod["spec"]["serviceAccountName"], app)
+                    self.assertFalse(pod["spec"]["automountServiceAccountToken"])
+                    # The built-in `kubernetes` store would need a token in every sidecar.
+                    self.assertEqual(notes["dapr.io/disable-builtin-k8s-secret-store"], "true")
+                    for container in pod["spec"]["containers"]:
+                        for mount in container.get("volumeMounts", []):
+                            self.assertNotEqual(mount["name"], "kube-api-token")
+                            self.assertNotIn("serviceaccount", mount["mountPath"])
+                    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+                    if f"{app}-secrets" in roles:
+                        # daprd alone gets the API token, CA and namespace.
+                        self.assertEqual(notes["dapr.io/volume-mounts"],
+                                         "kube-api-token:/var/run/secrets/kubernetes.io/serviceaccount")
+                        sources = volumes["kube-api-token"]["projected"]["sources"]
+                        self.assertIn("serviceAccountToken", sources[0])
+                        self.assertEqual(sources[1]["configMap"]["name"], "kube-root-ca.crt")
+                    else:
+                        self.assertNotIn("dapr.io/volume-mounts", notes)
+                        self.assertNotIn("kube-api-token", volumes)
+
+    def test_each_app_may_read_exactly_its_components_secrets(self):
+        for env in ["local", "staging", "prod"]:
+            objects = render(env)
+            components = by_kind(objects, "Component")
+            # What each sidecar must read: the secretKeyRefs of the components it loads.
+            expected = {}
+            for name, component in components.items():
+                refs = {m["secretKeyRef"]["name"] for m in component["spec"].get("metadata") or []
+                        if "secretKeyRef" in m}
+                if not refs:
+                    self.assertNotIn("auth", component, name)
+                    continue
+                self.assertEqual(component["auth"]["secretStore"], "taskmesh-secrets", name)
+                for app in component["scopes"]:
+                    expected.setdefault(app, set()).update(refs)
+            roles = by_kind(objects, "Role")
+            bindings = by_kind(objects, "RoleBinding")
+            with self.subTest(env):
+                self.assertEqual(by_kind(objects, "ClusterRole"), {})
+                self.assertEqual(by_kind(objects, "ClusterRoleBinding"), {})
+                self.assertEqual(sorted(roles), sorted(f"{app}-secrets" for app in expected))
+                self.assertEqual(sorted(bindings), sorted(roles))
+                for app, secrets in expected.items():
+                    role = roles[f"{app}-secrets"]
+                    self.assertEqual(role["rules"], [{
+                        "apiGroups": [""], "resources": ["secrets"],
+                        "resourceNames": sorted(secrets), "verbs": ["get"]}])
+                    binding = bindings[f"{app}-secrets"]
+                    self.assertEqual(binding["roleRef"],
+                                     {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": f"{app}-secrets"})
+                    self.assertEqual(binding["subjects"], [
+                        {"kind": "ServiceAccount", "name": app, "namespace": "taskmesh"}])
+                store = components.get("taskmesh-secrets")
+                if expected:
+                    self.assertEqual(sorted(store["scopes"]), sorted(expected))
+                    scopes = by_kind(objects, "Configuration")["taskmesh"]["spec"]["secrets"]["scopes"]
+                    self.assertEqual(scopes, [{"storeName": "taskmesh-secrets", "defaultAccess": "deny"}])
+                else:
+                    self.assertIsNone(store)
+        # Spelled out for prod, where every kind of credential is in use.
+        roles = by_kind(render("prod"), "Role")
+        self.assertEqual({name: role["rules"][0]["resourceNames"] for name, role in roles.items()}, {
+            "task-service-secrets": ["taskmesh-redpanda"],
+            "notification-service-secrets": ["taskmesh-redis", "taskmesh-redpanda", "taskmesh-smtp"],
+            "recurring-service-secrets": ["taskmesh-redis", "taskmesh-redpanda"],
+            "analytics-service-secrets": ["taskmesh-redis", "taskmesh-redpanda"],
+        })
+
+    def test_migrations_run_as_a_hook_job_that_reads_only_the_database_url(self):
+        for env in ["local", "staging", "prod"]:
+            job = by_kind(render(env), "Job")["task-service-migrate"]
+            with self.subTest(env):
+                self.assertEqual(job["metadata"]["annotations"]["helm.sh/hook"],
+                                 "pre-install,pre-upgrade")
+                pod = job["spec"]["template"]["spec"]
+                # Hooks run before the release's objects exist: the namespace's default
+                # account, with no token, not one of the chart's.
+                self.assertNotIn("serviceAccountName", pod)
+                self.assertFalse(pod["automountServiceAccountToken"])
+                container = pod["containers"][0]
+                self.assertEqual(container["args"], ["migrate"])
+                variables = env_of(container)
+                secret_refs = {name: v["valueFrom"]["secretKeyRef"] for name, v in variables.items()
+                               if "valueFrom" in v}
+                self.assertEqual(secret_refs, {"DATABASE_URL": {"name": "taskmesh", "key": "database-url"}})
+                self.assertLessEqual(set(variables), {"DATABASE_URL", "TASKMESH_LOG_FORMAT", "RUST_LOG"})
+
+    def test_notes_show_commands_that_work_in_kubernetes(self):
+        notes = helm_notes("prod")
+        self.assertNotIn("dapr invoke", notes)
+        self.assertIn("port-forward deploy/taskmesh-ops 3500:3500", notes)
+        self.assertIn("localhost:3500/v1.0/invoke/analytics-service/method/stats/get", notes)
+        self.assertIn("dapr-api-token: $TOKEN", notes)
+        self.assertIn("secret taskmesh-dapr-api-token", notes)
+        self.assertNotIn("taskmesh-ops", helm_notes("prod", "--set", "ops.enabled=false"))
 
 
 class WhatDiffersPerEnvironment(unittest.TestCase):
@@ -183,8 +357,10 @@ class WhatDiffersPerEnvironment(unittest.TestCase):
         for env, replicas, pdbs in [("local", 1, 0), ("staging", 2, 4), ("prod", 3, 4)]:
             objects = render(env)
             with self.subTest(env):
-                for deployment in by_kind(objects, "Deployment").values():
+                deployments = by_kind(objects, "Deployment")
+                for deployment in apps_of(deployments).values():
                     self.assertEqual(deployment["spec"]["replicas"], replicas)
+                self.assertEqual(deployments[OPS]["spec"]["replicas"], 1)
                 self.assertEqual(len(by_kind(objects, "PodDisruptionBudget")), pdbs)
 
     def test_sasl_and_tls_only_in_prod(self):
@@ -210,7 +386,7 @@ class WhatDiffersPerEnvironment(unittest.TestCase):
 
 class TheImagesHoldTheReleaseBinaries(unittest.TestCase):
     def test_every_app_is_a_workspace_binary_the_dockerfile_builds(self):
-        root = os.path.join(CHART, "..", "..")
+        root = ROOT
         metadata = json.loads(subprocess.run(
             ["cargo", "metadata", "--no-deps", "--format-version", "1"],
             cwd=root, check=True, capture_output=True, text=True).stdout)
@@ -233,6 +409,7 @@ class TheSchemaRefusesBadValues(unittest.TestCase):
         self.assertIsNotNone(helm_fails("--set", "apps.task-service.replicas=three"))
         self.assertIsNotNone(helm_fails("--set", "environment=dev"))
         self.assertIsNotNone(helm_fails("--set", "jwtSecret=inline"))
+        self.assertIsNotNone(helm_fails("--set", "ops.methods={/stats/get}"))
         self.assertIsNone(helm_fails("-f", os.path.join(CHART, "values-prod.yaml")))
 
 

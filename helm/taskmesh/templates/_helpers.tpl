@@ -73,3 +73,94 @@ fsGroup: 10001
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* Which apps load which Dapr component: the components' scopes, in one place. */}}
+{{- define "taskmesh.componentScopes" -}}
+pubsub: [task-service, notification-service, recurring-service, analytics-service]
+state: [notification-service, recurring-service, analytics-service]
+email: [notification-service]
+webhook: [notification-service]
+{{- end -}}
+
+{{/* The Secrets each app's sidecar reads through the taskmesh-secrets store, for the
+     secretKeyRefs of the components it loads: app -> [secret names], as YAML. Apps whose
+     components reference no Secret are absent: they get no Kubernetes API token and no
+     Role. Secrets the pods take as environment variables (existingSecret, the Dapr API
+     token) are read by the kubelet, not by the pod's service account, and are not here. */}}
+{{- define "taskmesh.componentSecrets" -}}
+{{- $scopes := include "taskmesh.componentScopes" . | fromYaml -}}
+{{- $secrets := dict -}}
+{{- if .Values.pubsub.sasl.enabled -}}
+{{- $_ := set $secrets "pubsub" (list (required "pubsub.sasl.secret is required with SASL" .Values.pubsub.sasl.secret)) -}}
+{{- end -}}
+{{- with .Values.stateStore.passwordSecret -}}
+{{- $_ := set $secrets "state" (list .) -}}
+{{- end -}}
+{{- if and .Values.email.enabled .Values.email.secret -}}
+{{- $_ := set $secrets "email" (list .Values.email.secret) -}}
+{{- end -}}
+{{- $byApp := dict -}}
+{{- range $component, $names := $secrets -}}
+{{- range $app := index $scopes $component -}}
+{{- $_ := set $byApp $app (concat (get $byApp $app | default list) $names | uniq | sortAlpha) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $byApp -}}
+{{- end -}}
+
+{{/* The Dapr annotations of a pod: `app` is its Dapr app id, `port` its app port (none for
+     taskmesh-ops), `maxConcurrency` and `kubeToken` (mount the Kubernetes API token into
+     daprd, for the taskmesh-secrets store) optional. */}}
+{{- define "taskmesh.daprAnnotations" -}}
+{{- $v := .root.Values -}}
+dapr.io/enabled: "true"
+dapr.io/app-id: {{ .app }}
+{{- with .port }}
+dapr.io/app-port: {{ . | quote }}
+dapr.io/app-protocol: grpc
+dapr.io/app-token-secret: {{ $v.dapr.apiTokenSecret }}
+{{- end }}
+dapr.io/config: taskmesh
+dapr.io/log-level: {{ $v.dapr.logLevel }}
+dapr.io/log-as-json: "true"
+dapr.io/api-token-secret: {{ $v.dapr.apiTokenSecret }}
+dapr.io/sidecar-cpu-request: {{ $v.dapr.sidecar.requests.cpu | quote }}
+dapr.io/sidecar-memory-request: {{ $v.dapr.sidecar.requests.memory | quote }}
+dapr.io/sidecar-cpu-limit: {{ $v.dapr.sidecar.limits.cpu | quote }}
+dapr.io/sidecar-memory-limit: {{ $v.dapr.sidecar.limits.memory | quote }}
+dapr.io/graceful-shutdown-seconds: {{ $v.drainSeconds | quote }}
+{{- if gt (int (.maxConcurrency | default 0)) 0 }}
+dapr.io/app-max-concurrency: {{ .maxConcurrency | quote }}
+{{- end }}
+{{- /* Dapr's built-in `kubernetes` secret store needs a Kubernetes API token in every
+       sidecar, and nothing here uses it: components name taskmesh-secrets. */}}
+dapr.io/disable-builtin-k8s-secret-store: "true"
+{{- if .kubeToken }}
+{{- /* The token volume (taskmesh.kubeTokenVolume) goes into daprd only; the app
+       container has none (automountServiceAccountToken: false). */}}
+dapr.io/volume-mounts: "kube-api-token:/var/run/secrets/kubernetes.io/serviceaccount"
+{{- end }}
+{{- end -}}
+
+{{/* The Kubernetes API token, CA and namespace, as the ServiceAccount admission plugin
+     would mount them, for daprd alone (see dapr.io/volume-mounts). */}}
+{{- define "taskmesh.kubeTokenVolume" -}}
+- name: kube-api-token
+  projected:
+    defaultMode: 420
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                apiVersion: v1
+                fieldPath: metadata.namespace
+{{- end -}}
