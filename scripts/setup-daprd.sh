@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Provides daprd (or, with an argument, scheduler/placement) built from the Go module proxy.
-# Prints the path of the binary. For daprd the order of preference is $DAPRD,
-# ~/.dapr/bin/daprd (a normal Dapr install), the cache, a fresh build. The cache is keyed by
+# Provides daprd (or, with an argument, another command of the dapr module: scheduler,
+# placement, and for the cluster of `just k8s-up` operator, injector, sentry) built from the
+# Go module proxy. Prints the path of the binary. For daprd the order of preference is
+# $DAPRD, ~/.dapr/bin/daprd (a normal Dapr install), the cache, a fresh build; `daprd
+# --build` skips the first two (an image must hold this version). The cache is keyed by
 # version and component set, so warm runs take no time.
 set -euo pipefail
 
@@ -16,9 +18,9 @@ EXTRA_COMPONENTS="bindings_smtp nameresolution_sqlite"
 FLAVOUR="stable+smtp+sqlitenr"
 CACHE="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}"
 BIN="$CACHE/dapr-$DAPR_VERSION-$FLAVOUR/bin"
-WANT="${1:-daprd}" # daprd | scheduler | placement
+WANT="${1:-daprd}" # daprd | scheduler | placement | operator | injector | sentry
 
-if [ "$WANT" = daprd ]; then
+if [ "$WANT" = daprd ] && [ "${2:-}" != --build ]; then
   if [ -n "${DAPRD:-}" ] && [ -x "$DAPRD" ]; then echo "$DAPRD"; exit 0; fi
   if [ -x "$HOME/.dapr/bin/daprd" ]; then echo "$HOME/.dapr/bin/daprd"; exit 0; fi
 fi

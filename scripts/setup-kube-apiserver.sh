@@ -3,7 +3,9 @@
 # release downloads, no Docker), for scripts/check-chart-apiserver.sh. Prints the directory
 # holding both binaries; progress goes to stderr. Both are built once and cached, keyed by
 # version, so warm runs take no time. With the argument `download` it only fetches and
-# prepares the sources (network, little CPU) and prints nothing.
+# prepares the sources (network, little CPU) and prints nothing. `build CMD...` also builds
+# the named commands of the kubernetes module (kubelet, kubectl, ...) into the same
+# directory, with the same flags, for scripts/setup-k8s.sh.
 set -euo pipefail
 
 # Kubernetes v1.34.2: the k8s.io/* v0.34.2 libraries it is built from are the ones the chart's
@@ -14,8 +16,12 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 CACHE="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}"
 BIN="$CACHE/kube-apiserver-$KUBE_VERSION+etcd-$ETCD_VERSION/bin"
 MODE="${1:-build}" # build | download
+shift || true
+CMDS=(kube-apiserver "$@")
 
-if [ "$MODE" = build ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/etcd" ]; then
+missing=""
+for cmd in etcd "${CMDS[@]}"; do [ -x "$BIN/$cmd" ] || missing+=" $cmd"; done
+if [ "$MODE" = build ] && [ -z "$missing" ]; then
   echo "$BIN"
   exit 0
 fi
@@ -100,26 +106,28 @@ if [ ! -x "$BIN/etcd" ]; then
   echo "setup-kube-apiserver: built etcd in $((SECONDS - started))s" >&2
 fi
 
-if [ ! -x "$BIN/kube-apiserver" ]; then
-  echo "setup-kube-apiserver: building kube-apiserver $KUBE_VERSION; a cold build takes about 3 minutes on 2 cores" >&2
+minor="${KUBE_VERSION#v1.}"
+minor="${minor%%.*}"
+# The version variables hack/lib/version.sh sets: without them the server reports
+# v0.0.0-master, and helm would refuse the chart's kubeVersion constraint (>=1.27.0-0).
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+for cmd in "${CMDS[@]}"; do
+  [ -x "$BIN/$cmd" ] && continue
+  [ -d "$kube_src/cmd/$cmd" ] || { echo "setup-kube-apiserver: no command $cmd in k8s.io/kubernetes" >&2; exit 1; }
+  echo "setup-kube-apiserver: building $cmd $KUBE_VERSION (kube-apiserver takes about 3 minutes cold on 2 cores, kubelet about 5)" >&2
   started=$SECONDS
-  minor="${KUBE_VERSION#v1.}"
-  minor="${minor%%.*}"
-  # The version variables hack/lib/version.sh sets: without them the server reports
-  # v0.0.0-master, and helm would refuse the chart's kubeVersion constraint (>=1.27.0-0).
-  ldflags="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
   (
     cd "$kube_src"
     # The tags of Kubernetes' own release builds (hack/lib/golang.sh): notest, and
     # grpcnotrace to drop golang.org/x/net/trace.
     go build -p 2 -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" \
-      -o "$BIN/kube-apiserver.tmp" ./cmd/kube-apiserver >&2
+      -o "$BIN/$cmd.tmp" "./cmd/$cmd" >&2
   )
-  mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
-  echo "setup-kube-apiserver: built kube-apiserver in $((SECONDS - started))s" >&2
-fi
+  mv "$BIN/$cmd.tmp" "$BIN/$cmd"
+  echo "setup-kube-apiserver: built $cmd in $((SECONDS - started))s" >&2
+done
 echo "$BIN"
