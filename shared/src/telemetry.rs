@@ -2,6 +2,7 @@
 //! or JSON lines from `TASKMESH_LOG_FORMAT`, and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is
 //! set, every span exported over OTLP/gRPC with W3C trace context (see `trace_context`).
 
+use std::io::IsTerminal as _;
 use std::str::FromStr;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -91,7 +92,10 @@ impl Telemetry {
 /// start many apps in one process) installs nothing.
 pub fn init(service: &'static str, config: &TelemetryConfig) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: in a pod's or CI's log they are escape codes.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let fmt = match config.log_format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
