@@ -263,15 +263,16 @@ class EveryEnvironment(unittest.TestCase):
                             self.assertNotEqual(mount["name"], "kube-api-token")
                             self.assertNotIn("serviceaccount", mount["mountPath"])
                     volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+                    daprd_mounts = notes.get("dapr.io/volume-mounts", "").split(",")
                     if f"{app}-secrets" in roles:
                         # daprd alone gets the API token, CA and namespace.
-                        self.assertEqual(notes["dapr.io/volume-mounts"],
-                                         "kube-api-token:/var/run/secrets/kubernetes.io/serviceaccount")
+                        self.assertIn("kube-api-token:/var/run/secrets/kubernetes.io/serviceaccount",
+                                      daprd_mounts)
                         sources = volumes["kube-api-token"]["projected"]["sources"]
                         self.assertIn("serviceAccountToken", sources[0])
                         self.assertEqual(sources[1]["configMap"]["name"], "kube-root-ca.crt")
                     else:
-                        self.assertNotIn("dapr.io/volume-mounts", notes)
+                        self.assertFalse([m for m in daprd_mounts if m.startswith("kube-api-token:")])
                         self.assertNotIn("kube-api-token", volumes)
 
     def test_each_app_may_read_exactly_its_components_secrets(self):
@@ -383,6 +384,63 @@ class WhatDiffersPerEnvironment(unittest.TestCase):
                     self.assertEqual(state["enableTLS"]["value"], "false")
                     self.assertNotIn("redisPassword", state)
 
+
+class ASelfBuiltNode(unittest.TestCase):
+    """values-k8s-node.yaml, as `just test-k8s` installs it on top of an environment."""
+
+    def test_local_images_never_pulled_and_only_the_api_on_a_node_port(self):
+        node = os.path.join(CHART, "values-k8s-node.yaml")
+        for env in ["local", "prod"]:
+            objects = render(env, "-f", node)
+            with self.subTest(env):
+                for name, deployment in apps_of(by_kind(objects, "Deployment")).items():
+                    app = deployment["spec"]["template"]["spec"]["containers"][0]
+                    self.assertEqual(app["image"], f"localhost:5000/taskmesh/{name}:dev")
+                    self.assertEqual(app["imagePullPolicy"], "IfNotPresent")
+                services = by_kind(objects, "Service")
+                self.assertEqual(services["task-service"]["spec"]["type"], "NodePort")
+                ports = {p["name"]: p for p in services["task-service"]["spec"]["ports"]}
+                self.assertEqual(ports["grpc"]["nodePort"], 30051)
+                self.assertNotIn("nodePort", ports["metrics"])
+                for app in APPS[1:]:
+                    self.assertNotIn("type", services[app]["spec"])
+        for service in by_kind(render("local"), "Service").values():
+            self.assertNotIn("type", service["spec"])
+
+
+class TheSidecarsTrustAPrivateCA(unittest.TestCase):
+    def test_the_ca_secret_is_optional_and_mounted_into_daprd_only(self):
+        deployments = by_kind(render("prod"), "Deployment")
+        for name, deployment in apps_of(deployments).items():
+            pod = deployment["spec"]["template"]
+            annotations = pod["metadata"]["annotations"]
+            with self.subTest(name):
+                self.assertIn("trusted-ca:/var/run/secrets/taskmesh/trusted-ca",
+                              annotations["dapr.io/volume-mounts"].split(","))
+                self.assertEqual(annotations["dapr.io/env"],
+                                 "SSL_CERT_DIR=/etc/ssl/certs:/var/run/secrets/taskmesh/trusted-ca")
+                volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+                self.assertEqual(volumes["trusted-ca"]["secret"],
+                                 {"secretName": "taskmesh-ca", "optional": True,
+                                  "items": [{"key": "ca.crt", "path": "ca.crt"}]})
+                mounts = [m["name"] for m in pod["spec"]["containers"][0].get("volumeMounts", [])]
+                self.assertNotIn("trusted-ca", mounts)
+        ops = deployments[OPS]["spec"]["template"]["metadata"]["annotations"]
+        self.assertNotIn("dapr.io/env", ops)
+        for deployment in apps_of(by_kind(render("local"), "Deployment")).values():
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            self.assertNotIn("dapr.io/env", annotations)
+            self.assertNotIn("dapr.io/volume-mounts", annotations)
+
+class TheSidecarsAnswerInvocations(unittest.TestCase):
+    def test_no_app_has_a_concurrency_limit_that_hangs_dapr_1_18_invocations(self):
+        # Dapr 1.18.1 releases the app channel's slot twice per invocation: with
+        # app-max-concurrency set, every `invoke` of the app hangs (found on a real node).
+        for env in ["local", "staging", "prod"]:
+            for name, deployment in apps_of(by_kind(render(env), "Deployment")).items():
+                with self.subTest(env=env, app=name):
+                    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+                    self.assertNotIn("dapr.io/app-max-concurrency", annotations)
 
 class TheImagesHoldTheReleaseBinaries(unittest.TestCase):
     def test_every_app_is_a_workspace_binary_the_dockerfile_builds(self):

@@ -19,7 +19,12 @@ taskmesh.dev/environment: {{ .Values.environment }}
 - name: TASKMESH_LOG_FORMAT
   value: {{ .Values.log.format | quote }}
 - name: RUST_LOG
+  {{- /* At debug and trace, the HTTP/2 and gRPC libraries would log every frame. */}}
+  {{- if has .Values.log.level (list "debug" "trace") }}
+  value: {{ printf "%s,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info" .Values.log.level | quote }}
+  {{- else }}
   value: {{ .Values.log.level | quote }}
+  {{- end }}
 - name: TASKMESH_SHUTDOWN_GRACE_SECS
   value: {{ .Values.drainSeconds | quote }}
 - name: TASKMESH_PUBSUB
@@ -135,11 +140,33 @@ dapr.io/app-max-concurrency: {{ .maxConcurrency | quote }}
 {{- /* Dapr's built-in `kubernetes` secret store needs a Kubernetes API token in every
        sidecar, and nothing here uses it: components name taskmesh-secrets. */}}
 dapr.io/disable-builtin-k8s-secret-store: "true"
+{{- $mounts := list -}}
 {{- if .kubeToken }}
 {{- /* The token volume (taskmesh.kubeTokenVolume) goes into daprd only; the app
        container has none (automountServiceAccountToken: false). */}}
-dapr.io/volume-mounts: "kube-api-token:/var/run/secrets/kubernetes.io/serviceaccount"
+{{- $mounts = append $mounts "kube-api-token:/var/run/secrets/kubernetes.io/serviceaccount" }}
 {{- end }}
+{{- if and .port $v.dapr.trustedCASecret }}
+{{- /* Go reads SSL_CERT_DIR as a list of directories: the image's own roots, then the
+       private CA of the brokers or Redis (taskmesh.trustedCAVolume). */}}
+{{- $mounts = append $mounts "trusted-ca:/var/run/secrets/taskmesh/trusted-ca" }}
+dapr.io/env: "SSL_CERT_DIR=/etc/ssl/certs:/var/run/secrets/taskmesh/trusted-ca"
+{{- end }}
+{{- with $mounts }}
+dapr.io/volume-mounts: {{ join "," . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The private CA daprd trusts besides the image's roots (dapr.trustedCASecret). Optional:
+     a release whose brokers and Redis have public certificates runs without the Secret. */}}
+{{- define "taskmesh.trustedCAVolume" -}}
+- name: trusted-ca
+  secret:
+    secretName: {{ .Values.dapr.trustedCASecret }}
+    optional: true
+    items:
+      - key: ca.crt
+        path: ca.crt
 {{- end -}}
 
 {{/* The Kubernetes API token, CA and namespace, as the ServiceAccount admission plugin
