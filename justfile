@@ -56,6 +56,22 @@ chart-check:
 images tag="0.1.0" registry="ghcr.io/taskmesh":
     @for app in task-service notification-service recurring-service analytics-service; do       echo "docker build --build-arg SERVICE=$app -t {{registry}}/$app:{{tag}} .";     done
 
+# A real single-node Kubernetes cluster on this machine (as root): containerd, the kubelet
+# and the control plane built from the package registries, CoreDNS, the Dapr control plane
+# from Dapr's own chart, and the Taskmesh images imported. Cached builds; see the README.
+k8s-up:
+    cargo build --workspace --bins
+    scripts/k8s-up.sh
+
+# Stops the cluster of `just k8s-up` and removes everything it made on the machine.
+k8s-down:
+    scripts/k8s-down.sh
+
+# The Helm chart installed, upgraded, disturbed and removed on the cluster of `just k8s-up`.
+test-k8s:
+    cargo build --workspace --bins
+    scripts/test-k8s.sh
+
 # Format check and clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check
