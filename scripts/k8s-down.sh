@@ -75,7 +75,7 @@ scripts/k8s/guard.sh down
 before="$(mktemp)"
 cp "$K8S_RUN/machine-state.before" "$before" 2>/dev/null || : > "$before"
 if [ -s "$before" ]; then
-  scripts/k8s/machine-state.sh | grep '^nft table ' | grep -vxF -f <(grep '^nft table ' "$before") \
+  comm -13 <(grep '^nft table ' "$before" | sort) <(scripts/k8s/machine-state.sh | grep '^nft table ' | sort) \
     | while read -r _ _ family table; do nft delete table "$family" "$table" 2>/dev/null || true; done
 fi
 
@@ -88,7 +88,7 @@ done
 # k8s-up found them absent.
 while read -r dir; do
   [ -n "$dir" ] && rm -rf "$dir"
-done < "$K8S_RUN/created-dirs" 2>/dev/null || true
+done 2>/dev/null < "$K8S_RUN/created-dirs" || true
 rm -rf "$K8S_STATE" "$K8S_RUN"
 
 # The machine as k8s-up found it: anything else is named, and fails the command.

@@ -19,12 +19,14 @@ repo="$PWD"
 [ "$(id -u)" -eq 0 ] || { k8s_log "run as root (containerd, the kubelet and the guard need it)"; exit 1; }
 total_started=$SECONDS
 
+# Its locals have names no step uses: bash's scoping is dynamic, and a step's own `name`
+# would overwrite them.
 step() { # step NAME COMMAND...: runs a step, then reports its duration.
-  local name=$1 started=$SECONDS
+  local step_name=$1 step_started=$SECONDS
   shift
-  k8s_log "$name ..."
+  k8s_log "$step_name ..."
   "$@"
-  k8s_log "$name: done in $((SECONDS - started))s"
+  k8s_log "$step_name: done in $((SECONDS - step_started))s"
 }
 
 # wait_for WHAT SECONDS COMMAND...: polls COMMAND until it succeeds.
@@ -58,14 +60,16 @@ binaries() {
 }
 
 prepare() {
+  local before=""
+  # What k8s-down must leave as it finds it: taken before anything of the cluster exists.
+  [ -f "$K8S_RUN/created-dirs" ] || before="$(scripts/k8s/machine-state.sh)"
   mkdir -p "$K8S_STATE" "$K8S_RUN" "$K8S_LOGS" "$K8S_STATE/etcd"
   chmod 700 "$K8S_STATE/etcd"
   # What k8s-down may remove besides its own directories: the paths the kubelet, containerd
   # and the CNI plugins create outside their configured roots, when absent now, and the
   # network namespaces that exist now (it removes only newer ones).
-  if [ ! -f "$K8S_RUN/created-dirs" ]; then
-    # What k8s-down must leave as it finds it now.
-    scripts/k8s/machine-state.sh > "$K8S_RUN/machine-state.before"
+  if [ -n "$before" ]; then
+    echo "$before" > "$K8S_RUN/machine-state.before"
     for dir in /var/log/containers /var/log/pods /var/lib/kubelet /var/lib/cni /run/netns /etc/cni; do
       [ -e "$dir" ] || echo "$dir"
     done > "$K8S_RUN/created-dirs"

@@ -52,12 +52,14 @@ trap 'exit 130' INT TERM
 
 say() { echo "test-k8s: $*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
+# Its locals have names no step uses: bash's scoping is dynamic, and a step's own `name`
+# or `t` would overwrite them.
 step() { # step NAME COMMAND...
-  local name=$1 t=$SECONDS
+  local step_name=$1 step_started=$SECONDS
   shift
-  say "$name ..."
+  say "$step_name ..."
   "$@"
-  say "$name: ok ($((SECONDS - t))s)"
+  say "$step_name: ok ($((SECONDS - step_started))s)"
 }
 
 # What an operator looks at: the pods, the events, and the last lines of every container
@@ -240,7 +242,9 @@ print(tasks[0]["id"] if tasks else "")' "$id")"
   }
   eventually 90 "$user's next occurrence was not created" next_occurrence
   counted() {
-    invoke analytics-service stats/get "{\"user_id\":\"$user\"}" | python3 -c '
+    local stats
+    stats="$(invoke analytics-service stats/get "{\"user_id\":\"$user\"}")" || return 1
+    echo "$stats" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 sys.exit(0 if s["created"] == 2 and s["completed"] == 1 else 1)'
@@ -272,7 +276,8 @@ load() {
 # delivered USER N: analytics counted exactly N tasks created by USER.
 delivered() {
   local user=$1 want=$2 got
-  got="$(invoke analytics-service stats/get "{\"user_id\":\"$user\"}" | json_field '["created"]')"
+  got="$(invoke analytics-service stats/get "{\"user_id\":\"$user\"}")" || return 1
+  got="$(echo "$got" | json_field '["created"]')"
   [ "$got" = "$want" ] || { say "analytics counted $got of $want tasks of $user"; return 1; }
 }
 
@@ -408,6 +413,23 @@ production() {
     --set dapr.tracing.otlpEndpoint= >/dev/null
   pods_ready
   end_to_end dave
+  memory "with values-prod installed"
+}
+
+# memory LABEL: what the cluster uses now, host processes (etcd, the control plane,
+# containerd, the kubelet, kube-proxy) and every pod's containers (the kubepods cgroup's
+# resident memory); fails above 6 GiB, the target for the cluster with Taskmesh installed.
+memory() {
+  local host=0 pods pid name
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
+    pid="$(cat "$K8S_RUN/$name.pid" 2>/dev/null || true)"
+    [ -n "$pid" ] && host=$((host + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+  done
+  host=$((host / 1024))
+  pods="$(awk '$1 == "total_rss" {print int($2 / 1048576)}' /sys/fs/cgroup/memory/kubepods/memory.stat 2>/dev/null \
+    || echo 0)"
+  say "memory $1: $((host + pods)) MB (host processes $host MB, pods $pods MB)"
+  [ $((host + pods)) -le 6144 ] || fail "the cluster uses more than 6 GiB"
 }
 
 guard_dropped_nothing() {
@@ -440,6 +462,7 @@ step "helm install (values-local)" install_taskmesh local
 step "every pod 2/2 Ready" pods_ready
 step "sidecars: components and sentry certificates" sidecars_loaded
 step "end to end: a recurring task through Kafka, invocation and the subscribers" end_to_end alice
+memory "with values-local installed"
 step "operator access" operator_access
 step "helm upgrade under load" upgrade_under_load
 step "task-service pod force-deleted under load" force_delete_under_load

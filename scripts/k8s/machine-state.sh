@@ -27,6 +27,6 @@ cd "$(dirname "$0")/../.."
   find /sys/fs/cgroup -maxdepth 2 -name 'kubepods*' 2>/dev/null | sed 's/^/cgroup /'
   for dir in "$K8S_STATE" "$K8S_RUN" /var/log/containers /var/log/pods /var/lib/kubelet \
     /var/lib/cni /run/netns /etc/cni; do
-    [ -e "$dir" ] && echo "path $dir"
+    if [ -e "$dir" ]; then echo "path $dir"; fi
   done
 } | sort
