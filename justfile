@@ -78,7 +78,7 @@ lint:
     cargo clippy --workspace --all-targets --all-features -- -D warnings
     "$(scripts/setup-chart-tools.sh)/hadolint" Dockerfile
 
-# What CI runs.
+# Lint and every test without a cluster (.ci/run then runs k8s-up, test-k8s, k8s-down).
 ci: lint test
 
 # Load-test the task API on SQLite and PostgreSQL and print throughput, latency, RSS.
