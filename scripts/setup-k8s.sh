@@ -24,10 +24,10 @@ OUT="$CACHE/k8s-node-$KUBE_VERSION/bin"
 mkdir -p "$OUT"
 
 step() { # step NAME COMMAND...: runs a step, then reports its duration.
-  local name=$1 started=$SECONDS
+  local step_name=$1 step_started=$SECONDS
   shift
   "$@"
-  echo "setup-k8s: $name ($((SECONDS - started))s)" >&2
+  echo "setup-k8s: $step_name ($((SECONDS - step_started))s)" >&2
 }
 
 debian_packages() {
