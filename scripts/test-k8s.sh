@@ -226,9 +226,14 @@ invoke() {
 
 json_field() { python3 -c 'import json,sys; v=json.load(sys.stdin); print(eval("v" + sys.argv[1]))' "$1"; }
 
+# kube-proxy programs a new Service's NodePort shortly after its pods are Ready: until
+# then a connection is refused.
+node_port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$NODE_IP/$TASKS_NODEPORT" 2>/dev/null; }
+
 # The flow a user sees, as USER.
 end_to_end() {
   local user=$1 id due next
+  eventually 60 "task-service's NodePort $TASKS_NODEPORT does not accept connections" node_port_open
   login "$user"
   due="$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)"
   id="$(taskctl "$user" --json add "Water the plants" --due "$due" --every "FREQ=DAILY;COUNT=3" | json_field '["id"]')"
