@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/k8s/env.sh
 started=$SECONDS
 [ "$(id -u)" -eq 0 ] || { k8s_log "run as root"; exit 1; }
-BIN="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}/k8s-node-$(sed -n 's/^KUBE_VERSION="\${KUBE_VERSION:-\(v[0-9.]*\)}"$/\1/p' scripts/setup-kube-apiserver.sh)/bin"
-export PATH="$BIN:$PATH"
+export PATH="$K8S_BIN:$PATH"
 
 pid_of() { cat "$K8S_RUN/$1.pid" 2>/dev/null || true; }
 

@@ -282,12 +282,7 @@ dapr_control_plane() {
 }
 
 report() {
-  local rss=0 pid
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
-    pid="$(cat "$K8S_RUN/$name.pid" 2>/dev/null || true)"
-    [ -n "$pid" ] && rss=$((rss + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
-  done
-  k8s_log "host processes use $((rss / 1024)) MB; the cluster is up in $((SECONDS - total_started))s"
+  k8s_log "host processes use $(k8s_host_rss_mb) MB; the cluster is up in $((SECONDS - total_started))s"
   k8s_log "KUBECONFIG=$KUBECONFIG; kubectl and helm are in $BIN"
 }
 

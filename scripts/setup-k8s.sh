@@ -17,10 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}"
-KUBE_VERSION="$(sed -n 's/^KUBE_VERSION="\${KUBE_VERSION:-\(v[0-9.]*\)}"$/\1/p' scripts/setup-kube-apiserver.sh)"
+# shellcheck source=scripts/k8s/env.sh
+. scripts/k8s/env.sh
 COREDNS_VERSION="$(sed -n 's#^require github.com/coredns/coredns \(v[0-9.]*\)$#\1#p' scripts/k8s/coredns/go.mod)"
 PAUSE_VERSION=3.10
-OUT="$CACHE/k8s-node-$KUBE_VERSION/bin"
+OUT="$K8S_BIN"
 mkdir -p "$OUT"
 
 step() { # step NAME COMMAND...: runs a step, then reports its duration.

@@ -26,8 +26,7 @@ cd "$(dirname "$0")/.."
 repo="$PWD"
 # shellcheck source=scripts/k8s/env.sh
 . scripts/k8s/env.sh
-BIN="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}/k8s-node-$(sed -n 's/^KUBE_VERSION="\${KUBE_VERSION:-\(v[0-9.]*\)}"$/\1/p' scripts/setup-kube-apiserver.sh)/bin"
-export PATH="$BIN:$PATH"
+export PATH="$K8S_BIN:$PATH"
 TASKCTL="${CARGO_TARGET_DIR:-$repo/target}/${TASKMESH_IMAGE_PROFILE:-debug}/taskctl"
 [ -x "$TASKCTL" ] || { echo "test-k8s: $TASKCTL is missing: cargo build --workspace --bins" >&2; exit 1; }
 kubectl get --raw /readyz >/dev/null 2>&1 || { echo "test-k8s: no cluster: run just k8s-up" >&2; exit 1; }
@@ -425,12 +424,8 @@ production() {
 # containerd, the kubelet, kube-proxy) and every pod's containers (the kubepods cgroup's
 # resident memory); fails above 6 GiB, the target for the cluster with Taskmesh installed.
 memory() {
-  local host=0 pods pid name
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
-    pid="$(cat "$K8S_RUN/$name.pid" 2>/dev/null || true)"
-    [ -n "$pid" ] && host=$((host + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
-  done
-  host=$((host / 1024))
+  local host pods
+  host="$(k8s_host_rss_mb)"
   pods="$(awk '$1 == "total_rss" {print int($2 / 1048576)}' /sys/fs/cgroup/memory/kubepods/memory.stat 2>/dev/null \
     || echo 0)"
   say "memory $1: $((host + pods)) MB (host processes $host MB, pods $pods MB)"

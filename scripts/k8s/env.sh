@@ -42,3 +42,19 @@ k8s_outside_interface() {
 }
 
 k8s_log() { echo "k8s: $*" >&2; }
+
+# Where scripts/setup-k8s.sh puts (links to) the cluster's binaries, keyed by the
+# Kubernetes version scripts/setup-kube-apiserver.sh builds.
+KUBE_VERSION="$(sed -n 's/^KUBE_VERSION="\${KUBE_VERSION:-\(v[0-9.]*\)}"$/\1/p' scripts/setup-kube-apiserver.sh)"
+K8S_BIN="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}/k8s-node-$KUBE_VERSION/bin"
+
+# The resident memory (MB) of the cluster's host processes: etcd, the control plane,
+# containerd, the kubelet and kube-proxy.
+k8s_host_rss_mb() {
+  local rss=0 pid process
+  for process in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
+    pid="$(cat "$K8S_RUN/$process.pid" 2>/dev/null || true)"
+    [ -n "$pid" ] && rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+  done
+  echo $((rss / 1024))
+}
