@@ -7,6 +7,7 @@ object against the openAPIV3Schema of Dapr's own CRDs, and what must differ per
 environment is asserted.
 """
 
+import base64
 import glob
 import json
 import os
@@ -26,6 +27,12 @@ ROOT = os.path.join(CHART, "..", "..")
 OPS = "taskmesh-ops"
 OPS_METHODS = ["stats/get", "notifications/list", "notifications/ack", "preferences/get",
                "preferences/set", "preferences/delete"]
+# What task-service invokes to answer its public notification, preference and stats services.
+TASK_SERVICE_INVOKES = ["notifications/list", "notifications/ack", "preferences/get",
+                        "preferences/set", "preferences/delete", "stats/get"]
+SUBSCRIBERS = ["notification-service", "recurring-service", "analytics-service"]
+# daprd's ports, the injector's defaults (Dapr 1.18, pkg/injector/patcher/sidecar.go).
+DAPRD_PORTS = [3500, 50001, 50002, 9090]
 
 
 def render(env, *extra):
@@ -127,11 +134,16 @@ class EveryEnvironment(unittest.TestCase):
                     self.assertEqual(notes["dapr.io/enabled"], "true")
                     self.assertEqual(notes["dapr.io/app-id"], app)
                     self.assertEqual(int(notes["dapr.io/app-port"]), port)
-                    self.assertEqual(notes["dapr.io/app-protocol"], "grpc")
+                    tls = env == "prod" and app == "task-service"
+                    self.assertEqual(notes["dapr.io/app-protocol"], "grpcs" if tls else "grpc")
                     self.assertEqual(notes["dapr.io/config"], "taskmesh")
                     self.assertIn("dapr.io/api-token-secret", notes)
+                    # task-service's gRPC port may serve TLS, which gRPC probes cannot do: the
+                    # kubelet probes its plaintext health port.
+                    probed = 8081 if app == "task-service" else port
                     for probe in ["livenessProbe", "readinessProbe", "startupProbe"]:
-                        self.assertEqual(container[probe]["grpc"]["port"], port, probe)
+                        self.assertEqual(container[probe]["grpc"]["port"], probed, probe)
+                    self.assertFalse([k for k in notes if k.startswith("dapr.io/app-health")])
                     security = container["securityContext"]
                     self.assertFalse(security["allowPrivilegeEscalation"])
                     self.assertTrue(security["readOnlyRootFilesystem"])
@@ -160,7 +172,9 @@ class EveryEnvironment(unittest.TestCase):
     def test_secrets_are_referenced_never_inlined(self):
         for env in ["local", "staging", "prod"]:
             objects = render(env)
-            self.assertEqual(by_kind(objects, "Secret"), {}, "the chart creates no Secret")
+            # The only Secrets the chart makes: the apps' Dapr tokens.
+            self.assertEqual(sorted(by_kind(objects, "Secret")),
+                             sorted(f"{app}-dapr-token" for app in APPS + [OPS]))
             task = by_kind(objects, "Deployment")["task-service"]["spec"]["template"]
             env_vars = env_of(task["spec"]["containers"][0])
             for name in ["DATABASE_URL", "TASKMESH_JWT_SECRET", "DAPR_API_TOKEN"]:
@@ -186,7 +200,7 @@ class EveryEnvironment(unittest.TestCase):
         acl = config["accessControl"]
         self.assertEqual(acl["defaultAction"], "deny")
         policies = {p["appId"]: p for p in acl["policies"]}
-        self.assertEqual(sorted(policies), ["recurring-service", OPS])
+        self.assertEqual(sorted(policies), ["recurring-service", "task-service", OPS])
         for policy in policies.values():
             self.assertEqual(policy["defaultAction"], "deny")
             self.assertEqual(policy["namespace"], "taskmesh")
@@ -194,6 +208,10 @@ class EveryEnvironment(unittest.TestCase):
             self.assertTrue(all(op["action"] == "allow" for op in policy["operations"]))
         self.assertEqual([op["name"] for op in policies["recurring-service"]["operations"]],
                          ["/taskmesh.tasks.v1.TaskService/CreateTask"])
+        # task-service, the public address: exactly what its public notification, preference
+        # and stats services forward, spelled as the operators' caller's are.
+        self.assertEqual(sorted(op["name"] for op in policies["task-service"]["operations"]),
+                         sorted("/" + m for m in TASK_SERVICE_INVOKES))
         # The operators' caller: exactly the operator methods, no wildcard.
         ops_methods = [op["name"] for op in policies[OPS]["operations"]]
         self.assertEqual(ops_methods, ["/" + m for m in OPS_METHODS])
@@ -208,7 +226,7 @@ class EveryEnvironment(unittest.TestCase):
         for path in glob.glob(os.path.join(ROOT, "services", "*", "src", "**", "*.rs"), recursive=True):
             with open(path) as f:
                 sources += f.read()
-        for method in OPS_METHODS:
+        for method in OPS_METHODS + TASK_SERVICE_INVOKES:
             self.assertIn(f'"{method}"', sources, method)
 
     def test_the_operators_caller_is_a_sidecar_with_no_app(self):
@@ -240,7 +258,9 @@ class EveryEnvironment(unittest.TestCase):
         self.assertNotIn(OPS, by_kind(objects, "Deployment"))
         self.assertNotIn(OPS, by_kind(objects, "ServiceAccount"))
         acl = by_kind(objects, "Configuration")["taskmesh"]["spec"]["accessControl"]
-        self.assertEqual([p["appId"] for p in acl["policies"]], ["recurring-service"])
+        self.assertEqual([p["appId"] for p in acl["policies"]], ["task-service", "recurring-service"])
+        self.assertNotIn(f"{OPS}-dapr-token", by_kind(objects, "Secret"))
+        self.assertNotIn(OPS, by_kind(objects, "NetworkPolicy"))
 
     def test_every_pod_has_its_own_service_account_and_no_token_in_the_app(self):
         for env in ["local", "staging", "prod"]:
@@ -349,7 +369,8 @@ class EveryEnvironment(unittest.TestCase):
         self.assertIn("port-forward deploy/taskmesh-ops 3500:3500", notes)
         self.assertIn("localhost:3500/v1.0/invoke/analytics-service/method/stats/get", notes)
         self.assertIn("dapr-api-token: $TOKEN", notes)
-        self.assertIn("secret taskmesh-dapr-api-token", notes)
+        self.assertIn("secret taskmesh-ops-dapr-token", notes)
+        self.assertNotIn("taskmesh-dapr-api-token", notes)
         self.assertNotIn("taskmesh-ops", helm_notes("prod", "--set", "ops.enabled=false"))
 
 
@@ -457,6 +478,346 @@ class TheImagesHoldTheReleaseBinaries(unittest.TestCase):
         self.assertIn('"target/release/${SERVICE}"', dockerfile)
         self.assertIn("STOPSIGNAL SIGTERM", dockerfile)
         self.assertIn("USER 10001", dockerfile)
+
+
+def secret_refs(pod_spec):
+    """Every Secret a pod spec references: env secretKeyRefs, envFrom, secret volumes."""
+    names = set()
+    for container in pod_spec["containers"]:
+        for variable in container.get("env", []):
+            ref = variable.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+    for volume in pod_spec.get("volumes", []):
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    return names
+
+
+class EachAppHasItsOwnToken(unittest.TestCase):
+    def test_every_pod_uses_its_own_token_secret_and_no_other(self):
+        for env in ["local", "staging", "prod"]:
+            objects = render(env)
+            secrets = by_kind(objects, "Secret")
+            tokens = {f"{app}-dapr-token" for app in APPS + [OPS]}
+            for name, deployment in by_kind(objects, "Deployment").items():
+                with self.subTest(env=env, app=name):
+                    pod = deployment["spec"]["template"]
+                    notes = pod["metadata"]["annotations"]
+                    own = f"{name}-dapr-token"
+                    self.assertEqual(notes["dapr.io/api-token-secret"], own)
+                    if name == OPS:
+                        self.assertNotIn("dapr.io/app-token-secret", notes)
+                    else:
+                        self.assertEqual(notes["dapr.io/app-token-secret"], own)
+                        variables = env_of(pod["spec"]["containers"][0])
+                        for variable in ["DAPR_API_TOKEN", "APP_API_TOKEN"]:
+                            self.assertEqual(variables[variable]["valueFrom"]["secretKeyRef"],
+                                             {"name": own, "key": "token"})
+                    self.assertEqual(secret_refs(pod["spec"]) & tokens, set() if name == OPS else {own})
+            for name in tokens:
+                with self.subTest(env=env, secret=name):
+                    secret = secrets[name]
+                    self.assertEqual(secret["type"], "Opaque")
+                    self.assertEqual(list(secret["data"]), ["token"])
+                    token = base64.b64decode(secret["data"]["token"]).decode()
+                    self.assertEqual(len(token), 48)
+                    self.assertTrue(token.isalnum())
+                    self.assertEqual(secret["metadata"]["labels"]["app.kubernetes.io/name"],
+                                     name.removesuffix("-dapr-token"))
+            # Random per token, never one value shared.
+            values = {secrets[name]["data"]["token"] for name in tokens}
+            self.assertEqual(len(values), len(tokens))
+
+    def test_the_shared_token_is_gone(self):
+        for env in ["local", "staging", "prod"]:
+            out = subprocess.run(
+                [HELM, "template", "taskmesh", CHART, "-f", os.path.join(CHART, f"values-{env}.yaml")],
+                check=True, capture_output=True, text=True).stdout
+            self.assertNotIn("taskmesh-dapr-api-token", out)
+        self.assertIsNotNone(helm_fails("--set", "dapr.apiTokenSecret=taskmesh-dapr-api-token"))
+
+    def test_a_secret_of_the_users_per_app(self):
+        objects = render("prod", "--set", "dapr.tokenSecrets.task-service=my-task-token")
+        self.assertNotIn("task-service-dapr-token", by_kind(objects, "Secret"))
+        self.assertIn("analytics-service-dapr-token", by_kind(objects, "Secret"))
+        pod = by_kind(objects, "Deployment")["task-service"]["spec"]["template"]
+        self.assertEqual(pod["metadata"]["annotations"]["dapr.io/api-token-secret"], "my-task-token")
+        self.assertEqual(pod["metadata"]["annotations"]["dapr.io/app-token-secret"], "my-task-token")
+        self.assertEqual(env_of(pod["spec"]["containers"][0])["DAPR_API_TOKEN"]["valueFrom"]
+                         ["secretKeyRef"]["name"], "my-task-token")
+
+    def test_no_two_apps_share_a_token_secret(self):
+        for extra in [["--set", "dapr.tokenSecrets.task-service=shared",
+                       "--set", "dapr.tokenSecrets.analytics-service=shared"],
+                      ["--set", "dapr.tokenSecrets.taskmesh-ops=task-service-dapr-token"]]:
+            with self.subTest(extra):
+                self.assertIn("every app needs a Secret of its own", helm_fails(*extra) or "")
+
+
+class TrustedCallers(unittest.TestCase):
+    def test_task_service_and_the_subscribers_name_who_may_act_for_a_user(self):
+        for env in ["local", "staging", "prod"]:
+            deployments = by_kind(render(env), "Deployment")
+            with self.subTest(env):
+                task = env_of(deployments["task-service"]["spec"]["template"]["spec"]["containers"][0])
+                self.assertEqual(task["TASKMESH_TRUSTED_CALLERS"]["value"], "recurring-service=CreateTask")
+                for app in SUBSCRIBERS:
+                    variables = env_of(deployments[app]["spec"]["template"]["spec"]["containers"][0])
+                    self.assertEqual(variables["TASKMESH_TRUSTED_CALLERS"]["value"],
+                                     "task-service;taskmesh-ops")
+        objects = render("local", "--set", "taskService.trustedCallers=recurring-service=CreateTask\\,GetTask")
+        task = by_kind(objects, "Deployment")["task-service"]["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(env_of(task)["TASKMESH_TRUSTED_CALLERS"]["value"],
+                         "recurring-service=CreateTask,GetTask")
+        self.assertIsNotNone(helm_fails("--set", "taskService.trustedCallers=recurring-service"))
+
+
+def scoped_topics(value, app):
+    """Dapr's scopes.GetScopedTopics: the topics `app` has in a `app=t1,t2;app2=` string."""
+    topics = []
+    for entry in value.replace(" ", "").split(";"):
+        parts = entry.split("=")
+        if len(parts) >= 2 and parts[0] == app:
+            topics += [t for t in parts[1].split(",") if t not in topics]
+    return topics
+
+
+def operation_allowed(topic, protected, scoped):
+    """Dapr's pubsub.IsOperationAllowed (pkg/runtime/pubsub/adapter.go, no allowedTopics)."""
+    if topic not in protected and not scoped:
+        return True
+    return topic in scoped
+
+
+class PubsubTopicScopes(unittest.TestCase):
+    def allowed(self, component, operation, app, topic):
+        metadata = {m["name"]: m.get("value") for m in component["spec"]["metadata"]}
+        protected = [t for t in metadata["protectedTopics"].split(",") if t]
+        scope = metadata["publishingScopes" if operation == "publish" else "subscriptionScopes"]
+        return operation_allowed(topic, protected, scoped_topics(scope, app))
+
+    def test_who_may_publish_and_subscribe_to_what(self):
+        publish = {"task-service": {"task-events"},
+                   "notification-service": {"task-reminders", "task-events-deadletter"},
+                   "recurring-service": {"task-events-deadletter"},
+                   "analytics-service": {"task-events-deadletter"},
+                   OPS: set()}
+        subscribe = {"task-service": set(),
+                     "notification-service": {"task-events", "task-reminders"},
+                     "recurring-service": {"task-events"},
+                     "analytics-service": {"task-events"},
+                     OPS: set()}
+        topics = ["task-events", "task-reminders", "task-events-deadletter"]
+        for env in ["local", "staging", "prod"]:
+            pubsub = by_kind(render(env), "Component")["taskmesh-pubsub"]
+            metadata = {m["name"]: m.get("value") for m in pubsub["spec"]["metadata"]}
+            self.assertEqual(metadata["protectedTopics"], "task-events,task-reminders")
+            for app in APPS + [OPS, "someone-else"]:
+                for topic in topics:
+                    with self.subTest(env=env, app=app, topic=topic):
+                        self.assertEqual(self.allowed(pubsub, "publish", app, topic),
+                                         topic in publish.get(app, {"task-events-deadletter"}))
+                        self.assertEqual(self.allowed(pubsub, "subscribe", app, topic),
+                                         topic in subscribe.get(app, {"task-events-deadletter"}))
+
+    def test_the_topic_names_come_from_the_values(self):
+        pubsub = by_kind(render("local", "--set", "topics.taskEvents=ev", "--set", "topics.reminders=rem",
+                                "--set", "topics.deadLetter=dl"), "Component")["taskmesh-pubsub"]
+        metadata = {m["name"]: m.get("value") for m in pubsub["spec"]["metadata"]}
+        self.assertEqual(metadata["protectedTopics"], "ev,rem")
+        self.assertEqual(metadata["publishingScopes"],
+                         "task-service=ev;notification-service=rem,dl;recurring-service=dl;"
+                         "analytics-service=dl;taskmesh-ops=")
+        self.assertEqual(metadata["subscriptionScopes"],
+                         "task-service=;notification-service=ev,rem;recurring-service=ev;"
+                         "analytics-service=ev;taskmesh-ops=")
+        self.assertIn("three different topics", helm_fails("--set", "topics.deadLetter=task-events") or "")
+
+
+class DaprMtlsIsRequired(unittest.TestCase):
+    def test_prod_refuses_to_go_without(self):
+        error = helm_fails("-f", os.path.join(CHART, "values-prod.yaml"), "--set", "dapr.requireMtls=false")
+        self.assertIn("dapr.requireMtls: false is refused in prod", error or "")
+        self.assertIsNone(helm_fails("-f", os.path.join(CHART, "values-staging.yaml"),
+                                     "--set", "dapr.requireMtls=false"))
+        self.assertIsNone(helm_fails("-f", os.path.join(CHART, "values-prod.yaml")))
+
+
+def rules_for(policy, port):
+    """The ingress rules of a NetworkPolicy that admit TCP `port`: a list of `from` lists,
+    None meaning any source."""
+    found = []
+    for rule in policy["spec"].get("ingress") or []:
+        ports = rule.get("ports")
+        if ports is None or any(p.get("protocol", "TCP") == "TCP" and p.get("port") == port for p in ports):
+            found.append(rule.get("from"))
+    return found
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()) \
+        and not selector.get("matchExpressions")
+
+
+class NetworkPolicies(unittest.TestCase):
+    DAPR_PEERS = [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "taskmesh"}}},
+                  {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dapr-system"}}}]
+
+    def test_one_ingress_policy_per_pod_with_the_rules_of_the_readme(self):
+        for env in ["local", "staging", "prod"]:
+            objects = render(env)
+            policies = by_kind(objects, "NetworkPolicy")
+            deployments = by_kind(objects, "Deployment")
+            self.assertEqual(sorted(policies), sorted(deployments))
+            for name, deployment in deployments.items():
+                with self.subTest(env=env, pod=name):
+                    policy = policies[name]
+                    labels = deployment["spec"]["template"]["metadata"]["labels"]
+                    self.assertTrue(selects(policy["spec"]["podSelector"], labels))
+                    # It selects this Deployment's pods and no other's.
+                    for other, d in deployments.items():
+                        if other != name:
+                            self.assertFalse(selects(policy["spec"]["podSelector"],
+                                                     d["spec"]["template"]["metadata"]["labels"]))
+                    self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
+                    # Every daprd port: the Taskmesh pods (all of them) and the control plane.
+                    for port in DAPRD_PORTS:
+                        peers = [p for rule in rules_for(policy, port) for p in (rule or [{"any": 1}])]
+                        for peer in self.DAPR_PEERS:
+                            self.assertIn(peer, peers, port)
+                    for d in deployments.values():
+                        self.assertTrue(selects(self.DAPR_PEERS[0]["podSelector"],
+                                                d["spec"]["template"]["metadata"]["labels"]))
+                    if name == OPS:
+                        continue
+                    container = deployment["spec"]["template"]["spec"]["containers"][0]
+                    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+                    # Metrics: any pod in the namespace, no wider.
+                    self.assertEqual(rules_for(policy, ports["metrics"]), [[{"podSelector": {}}]])
+                    self.assertIn([{"podSelector": {}}], rules_for(policy, 9090))
+                    if name == "task-service":
+                        # The public API from anywhere; the kubelet's health port has no rule.
+                        self.assertEqual(rules_for(policy, ports["grpc"]), [None])
+                        self.assertEqual(rules_for(policy, ports["health"]), [])
+                    else:
+                        # Only the pod's own sidecar, over localhost: no rule at all.
+                        self.assertEqual(rules_for(policy, ports["grpc"]), [], name)
+                    # Nothing else is open.
+                    opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+                    want = set(DAPRD_PORTS) | {ports["metrics"]}
+                    if name == "task-service":
+                        want.add(ports["grpc"])
+                    self.assertEqual(opened, want)
+
+    def test_the_sources_come_from_the_values(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            json.dump({"networkPolicy": {
+                "apiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
+                "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+                "dapr": {"controlPlaneNamespace": "dapr"}}, f)
+        policies = by_kind(render("prod", "-f", f.name), "NetworkPolicy")
+        ingress = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]
+        monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        self.assertEqual(rules_for(policies["task-service"], 50051), [ingress])
+        self.assertEqual(rules_for(policies["analytics-service"], 9104), [monitoring])
+        self.assertIn({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dapr"}}},
+                      rules_for(policies["analytics-service"], 50002)[0])
+        self.assertEqual(by_kind(render("prod", "--set", "networkPolicy.enabled=false"), "NetworkPolicy"), {})
+
+
+class TLSOnThePublicPort(unittest.TestCase):
+    def test_prod_serves_tls_with_the_secret_mounted_into_task_service_only(self):
+        objects = render("prod")
+        deployments = by_kind(objects, "Deployment")
+        pod = deployments["task-service"]["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        variables = env_of(container)
+        self.assertEqual(variables["TASKMESH_TLS_CERT"]["value"], "/etc/taskmesh/tls/tls.crt")
+        self.assertEqual(variables["TASKMESH_TLS_KEY"]["value"], "/etc/taskmesh/tls/tls.key")
+        self.assertEqual(variables["TASKMESH_HEALTH_PORT"]["value"], "8081")
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        self.assertEqual(volumes["api-tls"]["secret"]["secretName"], "taskmesh-api-tls")
+        self.assertEqual({i["key"] for i in volumes["api-tls"]["secret"]["items"]}, {"tls.crt", "tls.key"})
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        self.assertEqual(mounts["api-tls"], {"name": "api-tls", "mountPath": "/etc/taskmesh/tls", "readOnly": True})
+        # daprd does not get it (the annotation mounts nothing of it), nor does any other pod.
+        self.assertNotIn("api-tls", pod["metadata"]["annotations"].get("dapr.io/volume-mounts", ""))
+        self.assertEqual(pod["metadata"]["annotations"]["dapr.io/app-protocol"], "grpcs")
+        for name, deployment in deployments.items():
+            if name != "task-service":
+                self.assertNotIn("taskmesh-api-tls", secret_refs(deployment["spec"]["template"]["spec"]))
+        service = by_kind(objects, "Service")["task-service"]
+        self.assertEqual([p["port"] for p in service["spec"]["ports"]], [50051, 9101])
+        self.assertEqual(service["spec"]["ports"][0]["appProtocol"], "https")
+
+    def test_plaintext_without_a_secret(self):
+        for env in ["local", "staging"]:
+            objects = render(env)
+            pod = by_kind(objects, "Deployment")["task-service"]["spec"]["template"]
+            variables = env_of(pod["spec"]["containers"][0])
+            with self.subTest(env):
+                self.assertNotIn("TASKMESH_TLS_CERT", variables)
+                self.assertEqual(variables["TASKMESH_HEALTH_PORT"]["value"], "8081")
+                self.assertNotIn("api-tls", {v["name"] for v in pod["spec"]["volumes"]})
+                self.assertEqual(pod["metadata"]["annotations"]["dapr.io/app-protocol"], "grpc")
+                service = by_kind(objects, "Service")["task-service"]
+                self.assertEqual(service["spec"]["ports"][0]["appProtocol"], "grpc")
+
+
+class ClientIdentityAndLimits(unittest.TestCase):
+    def task_env(self, env, *extra):
+        deployment = by_kind(render(env, *extra), "Deployment")["task-service"]
+        return env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+
+    def test_jwks_issuer_and_audience(self):
+        for env in ["local", "staging", "prod"]:
+            variables = self.task_env(env)
+            for name in ["TASKMESH_JWT_JWKS_URL", "TASKMESH_JWT_ISSUER", "TASKMESH_JWT_AUDIENCE"]:
+                self.assertNotIn(name, variables)
+            self.assertEqual(variables["TASKMESH_JWT_SECRET"]["valueFrom"]["secretKeyRef"],
+                             {"name": "taskmesh", "key": "jwt-secret"})
+        jwks = ["--set", "auth.jwt.jwksUrl=https://idp.example.com/.well-known/jwks.json"]
+        both = ["--set", "auth.jwt.issuer=https://idp.example.com/", "--set", "auth.jwt.audience=taskmesh"]
+        variables = self.task_env("prod", *jwks, *both)
+        self.assertEqual(variables["TASKMESH_JWT_JWKS_URL"]["value"], "https://idp.example.com/.well-known/jwks.json")
+        self.assertEqual(variables["TASKMESH_JWT_ISSUER"]["value"], "https://idp.example.com/")
+        self.assertEqual(variables["TASKMESH_JWT_AUDIENCE"]["value"], "taskmesh")
+        prod = ["-f", os.path.join(CHART, "values-prod.yaml")]
+        self.assertIn("auth.jwt.issuer and auth.jwt.audience are required in prod",
+                      helm_fails(*prod, *jwks, "--set", "auth.jwt.issuer=x") or "")
+        self.assertIsNone(helm_fails(*jwks))
+        self.assertIsNone(helm_fails("--set", "auth.jwt.jwksUrl=file:///etc/taskmesh/jwks.json"))
+        self.assertIsNotNone(helm_fails("--set", "auth.jwt.jwksUrl=http://idp.example.com/jwks"))
+
+    def test_limits_only_where_set(self):
+        names = {"requestTimeoutMs": "TASKMESH_REQUEST_TIMEOUT_MS",
+                 "dbStatementTimeoutMs": "TASKMESH_DB_STATEMENT_TIMEOUT_MS",
+                 "rateLimitPerSec": "TASKMESH_RATE_LIMIT_PER_SEC",
+                 "rateLimitBurst": "TASKMESH_RATE_LIMIT_BURST",
+                 "maxMessageBytes": "TASKMESH_MAX_MESSAGE_BYTES",
+                 "maxTasksPerUser": "TASKMESH_MAX_TASKS_PER_USER"}
+        for env in ["local", "staging", "prod"]:
+            variables = self.task_env(env)
+            self.assertFalse(set(names.values()) & set(variables), env)
+        settings = {"requestTimeoutMs": 15000, "dbStatementTimeoutMs": 4000, "rateLimitPerSec": 20,
+                    "rateLimitBurst": 40, "maxMessageBytes": 4194304, "maxTasksPerUser": 2000000}
+        extra = [a for key, value in settings.items() for a in ["--set", f"api.limits.{key}={value}"]]
+        variables = self.task_env("prod", *extra)
+        for key, value in settings.items():
+            self.assertEqual(variables[names[key]]["value"], str(value), key)
+        # Only task-service reads them.
+        for app in SUBSCRIBERS:
+            deployment = by_kind(render("prod", *extra), "Deployment")[app]
+            self.assertFalse(set(names.values()) & set(env_of(deployment["spec"]["template"]["spec"]["containers"][0])))
+        self.assertIsNotNone(helm_fails("--set", "api.limits.rateLimitPerSec=0"))
+        self.assertIsNotNone(helm_fails("--set", "api.limits.requestTimeout=5"))
 
 
 class TheSchemaRefusesBadValues(unittest.TestCase):

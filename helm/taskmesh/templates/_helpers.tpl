@@ -45,16 +45,106 @@ taskmesh.dev/environment: {{ .Values.environment }}
 - name: OTEL_TRACES_SAMPLER_ARG
   value: {{ $.Values.dapr.tracing.samplingRate | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* The Dapr app ids that get a token of their own: the four apps and taskmesh-ops (when
+     ops.enabled), as a YAML list. */}}
+{{- define "taskmesh.tokenApps" -}}
+{{- $ids := keys .Values.apps | sortAlpha -}}
+{{- if .Values.ops.enabled -}}
+{{- $ids = append $ids "taskmesh-ops" -}}
+{{- end -}}
+{{- toYaml $ids -}}
+{{- end -}}
+
+{{/* The Secret (key `token`) of one app's identity: `dapr.tokenSecrets.<app>` if named, else
+     the chart's `<app>-dapr-token` (tokens.yaml). Called with dict root, app. */}}
+{{- define "taskmesh.tokenSecret" -}}
+{{- $named := index (.root.Values.dapr.tokenSecrets | default dict) .app | default "" -}}
+{{- $named | default (printf "%s-dapr-token" .app) -}}
+{{- end -}}
+
+{{/* An app's own token, as its sidecar requires it from the app (DAPR_API_TOKEN) and
+     presents it to the app (APP_API_TOKEN). Called with dict root, app. */}}
+{{- define "taskmesh.tokenEnv" -}}
+{{- $secret := include "taskmesh.tokenSecret" . -}}
 - name: DAPR_API_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.dapr.apiTokenSecret }}
+      name: {{ $secret }}
       key: token
 - name: APP_API_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.dapr.apiTokenSecret }}
+      name: {{ $secret }}
       key: token
+{{- end -}}
+
+{{/* What task-service invokes through Dapr to answer the public NotificationService,
+     PreferenceService and StatsService: notification-service's and analytics-service's
+     invoke methods, as a YAML list. */}}
+{{- define "taskmesh.taskServiceInvokes" -}}
+- notifications/list
+- notifications/ack
+- preferences/get
+- preferences/set
+- preferences/delete
+- stats/get
+{{- end -}}
+
+{{/* The pub/sub component's topic scopes (Dapr's protectedTopics, publishingScopes and
+     subscriptionScopes), as YAML. The task-events and reminders topics are protected: an
+     app not scoped to them can neither publish nor subscribe. The dead-letter topic is
+     not protected but is in the subscribers' publishingScopes: their sidecars publish to it
+     (deadLetterTopic), and a publishingScopes entry lists every topic the app may publish.
+     `app=` allows that app no topic. */}}
+{{- define "taskmesh.pubsubTopicScopes" -}}
+{{- $t := .Values.topics -}}
+{{- $ids := list "task-service" "notification-service" "recurring-service" "analytics-service" "taskmesh-ops" -}}
+{{- $publish := dict
+      "task-service" (list $t.taskEvents)
+      "notification-service" (list $t.reminders $t.deadLetter)
+      "recurring-service" (list $t.deadLetter)
+      "analytics-service" (list $t.deadLetter)
+      "taskmesh-ops" (list) -}}
+{{- $subscribe := dict
+      "task-service" (list)
+      "notification-service" (list $t.taskEvents $t.reminders)
+      "recurring-service" (list $t.taskEvents)
+      "analytics-service" (list $t.taskEvents)
+      "taskmesh-ops" (list) -}}
+{{- $pub := list -}}
+{{- $sub := list -}}
+{{- range $id := $ids -}}
+{{- $pub = append $pub (printf "%s=%s" $id (join "," (index $publish $id))) -}}
+{{- $sub = append $sub (printf "%s=%s" $id (join "," (index $subscribe $id))) -}}
+{{- end -}}
+protectedTopics: {{ join "," (list $t.taskEvents $t.reminders) | quote }}
+publishingScopes: {{ join ";" $pub | quote }}
+subscriptionScopes: {{ join ";" $sub | quote }}
+{{- end -}}
+
+{{/* Values the schema cannot check; included once, by deployments.yaml. */}}
+{{- define "taskmesh.validate" -}}
+{{- $v := .Values -}}
+{{- $prod := eq $v.environment "prod" -}}
+{{- if and $prod (not $v.dapr.requireMtls) -}}
+{{- fail "dapr.requireMtls: false is refused in prod. The sidecars' mTLS (the daprsystem Configuration of the Dapr control plane, global.mtls.enabled of the dapr chart) must stay on: access control and the apps' identities rely on it." -}}
+{{- end -}}
+{{- if and $prod $v.auth.jwt.jwksUrl (not (and $v.auth.jwt.issuer $v.auth.jwt.audience)) -}}
+{{- fail "auth.jwt.issuer and auth.jwt.audience are required in prod with auth.jwt.jwksUrl: without them task-service would accept any token the JWKS's keys signed, for any audience." -}}
+{{- end -}}
+{{- $t := $v.topics -}}
+{{- if ne 3 (len (list $t.taskEvents $t.reminders $t.deadLetter | uniq)) -}}
+{{- fail "topics.taskEvents, topics.reminders and topics.deadLetter must be three different topics: the pub/sub scopes tell them apart." -}}
+{{- end -}}
+{{- $secrets := list -}}
+{{- range $app := include "taskmesh.tokenApps" . | fromYamlArray -}}
+{{- $secrets = append $secrets (include "taskmesh.tokenSecret" (dict "root" $ "app" $app)) -}}
+{{- end -}}
+{{- if ne (len $secrets) (len ($secrets | uniq)) -}}
+{{- fail (printf "dapr.tokenSecrets: every app needs a Secret of its own (got %s): no app may read another's token." (join ", " $secrets)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Container security every app and job uses. */}}
@@ -118,17 +208,20 @@ webhook: [notification-service]
      daprd, for the taskmesh-secrets store) optional. */}}
 {{- define "taskmesh.daprAnnotations" -}}
 {{- $v := .root.Values -}}
+{{- $token := include "taskmesh.tokenSecret" (dict "root" .root "app" .app) -}}
 dapr.io/enabled: "true"
 dapr.io/app-id: {{ .app }}
 {{- with .port }}
 dapr.io/app-port: {{ . | quote }}
-dapr.io/app-protocol: grpc
-dapr.io/app-token-secret: {{ $v.dapr.apiTokenSecret }}
+{{- /* With TLS on the public port, daprd talks TLS to the app too (without verifying
+       its certificate: it is the same pod). */}}
+dapr.io/app-protocol: {{ ternary "grpcs" "grpc" (and (eq $.app "task-service") (ne $v.api.tls.secretName "")) }}
+dapr.io/app-token-secret: {{ $token }}
 {{- end }}
 dapr.io/config: taskmesh
 dapr.io/log-level: {{ $v.dapr.logLevel }}
 dapr.io/log-as-json: "true"
-dapr.io/api-token-secret: {{ $v.dapr.apiTokenSecret }}
+dapr.io/api-token-secret: {{ $token }}
 dapr.io/sidecar-cpu-request: {{ $v.dapr.sidecar.requests.cpu | quote }}
 dapr.io/sidecar-memory-request: {{ $v.dapr.sidecar.requests.memory | quote }}
 dapr.io/sidecar-cpu-limit: {{ $v.dapr.sidecar.limits.cpu | quote }}
