@@ -731,6 +731,30 @@ class NetworkPolicies(unittest.TestCase):
                       rules_for(policies["analytics-service"], 50002)[0])
         self.assertEqual(by_kind(render("prod", "--set", "networkPolicy.enabled=false"), "NetworkPolicy"), {})
 
+    def test_egress_restricted_only_on_request(self):
+        for policy in by_kind(render("prod"), "NetworkPolicy").values():
+            self.assertNotIn("egress", policy["spec"])
+        database = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 5432}]}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            json.dump({"networkPolicy": {"restrictEgress": True, "egressTo": [database]}}, f)
+        objects = render("prod", "-f", f.name)
+        for name, policy in by_kind(objects, "NetworkPolicy").items():
+            with self.subTest(name):
+                spec = policy["spec"]
+                self.assertEqual(spec["policyTypes"], ["Ingress", "Egress"])
+                egress = spec["egress"]
+                dns = egress[0]
+                self.assertEqual(dns["to"], [{"namespaceSelector": {},
+                                              "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}])
+                self.assertEqual({(p["protocol"], p["port"]) for p in dns["ports"]}, {("UDP", 53), ("TCP", 53)})
+                self.assertEqual(egress[1], {"to": [{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": "dapr-system"}}}]})
+                self.assertEqual(egress[2], {"to": [self.DAPR_PEERS[0]],
+                                             "ports": [{"protocol": "TCP", "port": 50002}]})
+                self.assertEqual(egress[3:], [database])
+                # Ingress is unchanged.
+                self.assertEqual(spec["ingress"], by_kind(render("prod"), "NetworkPolicy")[name]["spec"]["ingress"])
+
 
 class TLSOnThePublicPort(unittest.TestCase):
     def test_prod_serves_tls_with_the_secret_mounted_into_task_service_only(self):
