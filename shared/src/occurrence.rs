@@ -13,7 +13,9 @@
 //! rule with BYDAY/BYMONTHDAY applies them within the anchor's month, as if BYMONTH were
 //! the anchor's month. Ordinals in BYDAY (`2MO`, `-1FR`) count within the month.
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, Offset as _, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 use crate::recurrence::{ByDay, End, Frequency, RecurrenceRule};
@@ -38,7 +40,10 @@ pub fn next_occurrence(rule: &RecurrenceRule, due: DateTime<Utc>, tz: Tz) -> Opt
         },
         _ => rule.clone(),
     };
-    let anchor = due.with_timezone(&tz).naive_local();
+    // Checked: near the end of chrono's range (year 262142) the local time may not exist.
+    let anchor = due
+        .naive_utc()
+        .checked_add_offset(tz.offset_from_utc_datetime(&due.naive_utc()).fix())?;
     let start = anchor.date();
     let interval = i64::from(rule.interval.max(1));
     let mut day = start;
@@ -63,7 +68,10 @@ pub fn next_occurrence(rule: &RecurrenceRule, due: DateTime<Utc>, tz: Tz) -> Opt
 fn in_active_period(freq: Frequency, interval: i64, start: NaiveDate, day: NaiveDate) -> bool {
     let periods = match freq {
         Frequency::Daily => (day - start).num_days(),
-        Frequency::Weekly => (week_start(day) - week_start(start)).num_days() / 7,
+        // Days between the weeks' Mondays, without stepping back past the first date.
+        Frequency::Weekly => {
+            ((day - start).num_days() - weekday_index(day) + weekday_index(start)) / 7
+        }
         Frequency::Monthly => months(day) - months(start),
         Frequency::Yearly => i64::from(day.year() - start.year()),
     };
@@ -130,15 +138,15 @@ fn months(day: NaiveDate) -> i64 {
     i64::from(day.year()) * 12 + i64::from(day.month0())
 }
 
-fn week_start(day: NaiveDate) -> NaiveDate {
-    day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+fn weekday_index(day: NaiveDate) -> i64 {
+    i64::from(day.weekday().num_days_from_monday())
 }
 
 /// Local wall-clock time to UTC: the earlier instant when the clock repeats (autumn), and
 /// the first valid minute after the gap when it skips (spring).
 fn to_utc(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     for shift in 0..=180 {
-        match tz.from_local_datetime(&(local + Duration::minutes(shift))) {
+        match tz.from_local_datetime(&local.checked_add_signed(Duration::minutes(shift))?) {
             LocalResult::Single(t) => return Some(t.with_timezone(&Utc)),
             LocalResult::Ambiguous(early, _) => return Some(early.with_timezone(&Utc)),
             LocalResult::None => {}
@@ -263,6 +271,28 @@ mod tests {
             ),
             ["2026-11-25", "2026-11-26"]
         );
+    }
+
+    #[test]
+    fn the_ends_of_chronos_range_end_the_series_without_a_panic() {
+        let daily: RecurrenceRule = "FREQ=DAILY".parse().unwrap();
+        let weekly: RecurrenceRule = "FREQ=WEEKLY;BYDAY=MO".parse().unwrap();
+        // A task event may carry any time chrono parses: the last instant's local time in
+        // a zone east of UTC does not exist.
+        let vostok: Tz = "Antarctica/Vostok".parse().unwrap();
+        assert_eq!(
+            next_occurrence(&daily, DateTime::<Utc>::MAX_UTC, vostok),
+            None
+        );
+        assert_eq!(
+            next_occurrence(&daily, "+262142-12-31T09:00:00Z".parse().unwrap(), Tz::UTC),
+            None
+        );
+        // The first day is a Thursday, whose week starts before the first date chrono has.
+        let first = DateTime::<Utc>::MIN_UTC;
+        let next = next_occurrence(&weekly, first, Tz::UTC).unwrap();
+        assert_eq!(next.due.weekday(), chrono::Weekday::Mon);
+        assert!((next.due - first).num_days() < 7);
     }
 
     #[test]
