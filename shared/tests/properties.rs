@@ -654,6 +654,11 @@ proptest! {
             prop_assert!(reason.contains(&id) && reason.contains("is not valid"), "{reason}");
         }
     }
+}
+
+proptest! {
+    // Up to 16 deliveries a case.
+    #![proptest_config(config(96))]
 
     /// A bulk delivery answers each entry, by its id, SUCCESS or DROP.
     #[test]
@@ -704,6 +709,11 @@ proptest! {
             }
         }
     }
+
+}
+
+proptest! {
+    #![proptest_config(config(256))]
 
     /// The data of a delivery handed to a consumer: decoded, or a DROP naming the event.
     #[test]
