@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
-    let protos = ["taskmesh/tasks/v1/tasks.proto"];
+    let protos = [
+        "taskmesh/tasks/v1/tasks.proto",
+        "taskmesh/notifications/v1/notifications.proto",
+        "taskmesh/analytics/v1/analytics.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -6,23 +6,48 @@ use std::time::{Duration, Instant};
 
 use crate::net::free_port;
 use crate::services::ServiceProcess;
-use crate::sidecar::{Daprd, DaprdOptions, Resources, http_post_json};
+use crate::sidecar::{Daprd, DaprdOptions, Resources, http_request};
 
 pub struct App {
     pub service: ServiceProcess,
     pub sidecar: Daprd,
+    /// This app's token (its `DAPR_API_TOKEN` and `APP_API_TOKEN`).
+    pub token: Option<String>,
 }
 
 /// What every app in a test stack shares.
 #[derive(Debug, Clone, Default)]
 pub struct Stack {
-    /// Presented by sidecars to apps (`APP_API_TOKEN`).
-    pub app_api_token: Option<String>,
+    /// Each app gets its own token, `<seed>.<app id>`: the app presents it to its sidecar
+    /// (`DAPR_API_TOKEN`) and the sidecar to the app (`APP_API_TOKEN`), as in the chart.
+    pub token_seed: Option<String>,
     /// `--scheduler-host-address` for the Jobs API.
     pub scheduler: Option<String>,
+    /// Sidecars that do not ask apps for their token (`DAPR_API_TOKEN`), for the dapr
+    /// CLI: its `invoke` (1.12) sends none. Sidecars still present the app token.
+    pub open_sidecars: bool,
 }
 
 impl Stack {
+    /// The token of app `app_id`.
+    pub fn token(&self, app_id: &str) -> Option<String> {
+        self.token_seed
+            .as_ref()
+            .map(|seed| format!("{seed}.{app_id}"))
+    }
+
+    /// A sidecar without an app, as `app_id` (e.g. the operators' `taskmesh-ops`).
+    pub fn sidecar_only(&self, app_id: &str, resources: &Resources) -> anyhow::Result<Caller> {
+        let token = self.token(app_id);
+        let sidecar = Daprd::start(DaprdOptions {
+            app_id: app_id.into(),
+            resources: vec![resources.path().to_owned()],
+            dapr_api_token: token.clone(),
+            ..DaprdOptions::default()
+        })?;
+        Ok(Caller { sidecar, token })
+    }
+
     /// Starts binary `name` (app id `name`) with `env`, then its sidecar on `resources`.
     pub fn start(
         &self,
@@ -32,8 +57,13 @@ impl Stack {
     ) -> anyhow::Result<App> {
         let grpc = free_port()?;
         env.push(("DAPR_GRPC_PORT".into(), grpc.to_string()));
-        if let Some(token) = &self.app_api_token {
+        let token = self.token(name);
+        let sidecar_token = token.clone().filter(|_| !self.open_sidecars);
+        if let Some(token) = &token {
             env.push(("APP_API_TOKEN".into(), token.clone()));
+        }
+        if let Some(token) = &sidecar_token {
+            env.push(("DAPR_API_TOKEN".into(), token.clone()));
         }
         let service = ServiceProcess::start(name, env)?;
         let sidecar = Daprd::start(DaprdOptions {
@@ -41,11 +71,16 @@ impl Stack {
             app_port: Some(service.port()),
             grpc_port: Some(grpc),
             resources: vec![resources.path().to_owned()],
-            app_api_token: self.app_api_token.clone(),
+            app_api_token: token.clone(),
+            dapr_api_token: sidecar_token,
             scheduler: self.scheduler.clone(),
             ..DaprdOptions::default()
         })?;
-        Ok(App { service, sidecar })
+        Ok(App {
+            service,
+            sidecar,
+            token,
+        })
     }
 
     /// task-service (app id `task-service`) on a SQLite file in `dir`, accepting client
@@ -64,7 +99,72 @@ impl Stack {
             ),
             ("TASKMESH_JWT_SECRET".to_owned(), jwt_secret.to_owned()),
         ]);
+        // The test's own settings (a limit, say) come after, and win.
+        let env: Vec<(String, String)> = crate::services::unlimited()
+            .into_iter()
+            .chain(env)
+            .collect();
         self.start("task-service", resources, env)
+    }
+}
+
+/// A sidecar and the token its app holds: what calls other apps through Dapr.
+pub struct Caller {
+    pub sidecar: Daprd,
+    pub token: Option<String>,
+}
+
+/// `dapr invoke --app-id <app_id> --method <method> --data <body>` through `sidecar` (the
+/// same HTTP call the CLI makes), with `token` as the CLI sends `DAPR_API_TOKEN`.
+fn invoke_via(
+    sidecar: &Daprd,
+    token: Option<&str>,
+    app_id: &str,
+    method: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, String)> {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(token) = token {
+        headers.push(("dapr-api-token", token));
+    }
+    http_request(
+        sidecar.http_port(),
+        "POST",
+        &format!("/v1.0/invoke/{app_id}/method/{method}"),
+        &headers,
+        &body.to_string(),
+    )
+}
+
+fn expect_ok(
+    app_id: &str,
+    method: &str,
+    answer: (u16, String),
+) -> anyhow::Result<serde_json::Value> {
+    let (status, text) = answer;
+    anyhow::ensure!(status == 200, "{app_id} {method}: {status} {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+impl Caller {
+    /// `dapr invoke` through this sidecar: status and body.
+    pub fn invoke(
+        &self,
+        app_id: &str,
+        method: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(u16, String)> {
+        invoke_via(&self.sidecar, self.token.as_deref(), app_id, method, body)
+    }
+
+    /// `invoke`, expecting 200 and JSON.
+    pub fn invoke_ok(
+        &self,
+        app_id: &str,
+        method: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        expect_ok(app_id, method, self.invoke(app_id, method, body)?)
     }
 }
 
@@ -77,11 +177,7 @@ impl App {
         method: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<(u16, String)> {
-        http_post_json(
-            self.sidecar.http_port(),
-            &format!("/v1.0/invoke/{app_id}/method/{method}"),
-            &body.to_string(),
-        )
+        invoke_via(&self.sidecar, self.token.as_deref(), app_id, method, body)
     }
 
     /// `invoke`, expecting 200 and JSON.
@@ -91,9 +187,7 @@ impl App {
         method: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        let (status, text) = self.invoke(app_id, method, body)?;
-        anyhow::ensure!(status == 200, "{app_id} {method}: {status} {text}");
-        Ok(serde_json::from_str(&text)?)
+        expect_ok(app_id, method, self.invoke(app_id, method, body)?)
     }
 }
 

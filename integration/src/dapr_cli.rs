@@ -37,7 +37,8 @@ impl DaprCli {
     }
 
     /// `dapr invoke --app-id <app_id> --method <method> --data <data>`: the JSON the app
-    /// answered (the CLI prints it before its own success line).
+    /// answered (the CLI prints it before its own success line). The CLI calls the target's
+    /// own sidecar and (1.12) sends no Dapr API token, so the sidecar must not ask for one.
     pub fn invoke(
         &self,
         app_id: &str,

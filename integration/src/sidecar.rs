@@ -79,6 +79,33 @@ impl Resources {
         Ok(())
     }
 
+    /// Drops the pub/sub component's topic scopes, for tests that publish to topics of
+    /// their own from apps of their own (a recording subscriber); the scopes themselves are
+    /// tested with the real topics and apps.
+    pub fn open_topics(&self) -> anyhow::Result<()> {
+        const SCOPES: [&str; 3] = ["protectedTopics", "publishingScopes", "subscriptionScopes"];
+        let path = self.dir.path().join("pubsub.yaml");
+        let text = std::fs::read_to_string(&path)?;
+        let mut kept = Vec::new();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let trimmed = line.trim();
+            if let Some(name) = trimmed.strip_prefix("- name: ")
+                && SCOPES.contains(&name)
+            {
+                lines.next(); // its value
+                continue;
+            }
+            kept.push(line);
+        }
+        anyhow::ensure!(
+            kept.len() + 6 == text.lines().count(),
+            "pubsub.yaml has no scopes"
+        );
+        std::fs::write(path, kept.join("\n") + "\n")?;
+        Ok(())
+    }
+
     /// Adds a component file (e.g. a test-only binding).
     pub fn add(&self, file_name: &str, yaml: &str) -> anyhow::Result<()> {
         std::fs::write(self.dir.path().join(file_name), yaml)?;
@@ -245,13 +272,35 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
 
 /// `POST` JSON to the sidecar's HTTP API, as `dapr invoke` does; returns status and body.
 pub fn http_post_json(port: u16, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    http_request(
+        port,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body,
+    )
+}
+
+/// A GET on loopback: status and body.
+pub fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(port, "GET", path, &[], "")
+}
+
+/// One HTTP/1.0 request on loopback with these headers: status and body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    write!(stream, "{head}Content-Length: {}\r\n\r\n{body}", body.len())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response

@@ -15,7 +15,7 @@ use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::sidecar::{Broker, Resources};
 use taskmesh_proto::tasks::v1::*;
 
-const SECRET: &str = "cli-test-secret-0123456789";
+const SECRET: &str = "cli-test-secret-0123456789abcdef0123456789abcdef";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dapr_invoke_reaches_the_subscribers_methods() {
@@ -24,8 +24,10 @@ async fn dapr_invoke_reaches_the_subscribers_methods() {
     let scheduler = Scheduler::start().unwrap();
     let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
     let stack = Stack {
-        app_api_token: Some("cli-app-token-0123456789".into()),
+        token_seed: Some("cli-app-token-0123456789".into()),
         scheduler: Some(scheduler.addr()),
+        // The CLI's `invoke` sends no Dapr API token (see `DaprCli::invoke`).
+        open_sidecars: true,
     };
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack

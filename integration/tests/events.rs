@@ -19,7 +19,7 @@ use taskmesh_integration::services::ServiceProcess;
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
 use taskmesh_proto::tasks::v1::*;
 
-const SECRET: &str = "integration-secret-0123456789";
+const SECRET: &str = "integration-secret-0123456789abcdef0123456789abcdef";
 const PUBSUB: &str = "taskmesh-pubsub";
 
 /// The brokers shared by the tests that keep them running.
@@ -80,6 +80,7 @@ struct StackOptions {
 
 async fn stack(broker: Broker, redis: &str, kafka: Option<&str>, options: StackOptions) -> Stack {
     let resources = Resources::new(broker, redis, kafka).unwrap();
+    resources.open_topics().unwrap();
     let topic = unique("task-events");
     let recorder = Recorder::start(PUBSUB, &[&topic]).await.unwrap();
     let recorder_sidecar = Daprd::start(DaprdOptions {
@@ -101,10 +102,13 @@ async fn stack(broker: Broker, redis: &str, kafka: Option<&str>, options: StackO
             ),
         ),
         ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
+    ];
+    env.extend(taskmesh_integration::services::unlimited());
+    env.extend([
         ("DAPR_GRPC_PORT".to_owned(), sidecar_grpc.to_string()),
         ("TASKMESH_TOPIC_TASK_EVENTS".to_owned(), topic.clone()),
         ("TASKMESH_SHUTDOWN_GRACE_SECS".to_owned(), "2".to_owned()),
-    ];
+    ]);
     if let Some(token) = options.service_token {
         env.push(("DAPR_API_TOKEN".to_owned(), token.to_owned()));
     }

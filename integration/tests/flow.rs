@@ -17,11 +17,11 @@ use taskmesh_integration::client::task_client;
 use taskmesh_integration::recorder::Recorder;
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::scheduler::Scheduler;
-use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources, http_post_json};
+use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
 use taskmesh_proto::tasks::v1::*;
 
-const SECRET: &str = "flow-test-secret-0123456789";
+const SECRET: &str = "flow-test-secret-0123456789abcdef0123456789abcdef";
 const APP_TOKEN: &str = "flow-app-token-0123456789";
 
 /// Both tests run task-service and recurring-service under the same app ids, and mDNS
@@ -31,20 +31,16 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn stack(scheduler: &Scheduler) -> Stack {
     Stack {
-        app_api_token: Some(APP_TOKEN.into()),
+        token_seed: Some(APP_TOKEN.into()),
         scheduler: Some(scheduler.addr()),
+        ..Stack::default()
     }
 }
 
 fn stats(analytics: &App, user: &str) -> serde_json::Value {
-    let (status, body) = http_post_json(
-        analytics.sidecar.http_port(),
-        "/v1.0/invoke/analytics-service/method/stats/get",
-        &format!(r#"{{"user_id":"{user}"}}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    analytics
+        .invoke_ok("analytics-service", "stats/get", &json!({"user_id": user}))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,20 +173,14 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
     }
 
     // Bad input over invoke: a clear error, not a crash.
-    let (status, body) = http_post_json(
-        analytics.sidecar.http_port(),
-        "/v1.0/invoke/analytics-service/method/stats/get",
-        r#"{"user":"alice"}"#,
-    )
-    .unwrap();
+    let (status, body) = analytics
+        .invoke("analytics-service", "stats/get", &json!({"user": "alice"}))
+        .unwrap();
     assert!(status >= 400, "{status} {body}");
     assert!(body.contains("user_id"), "{body}");
-    let (status, body) = http_post_json(
-        analytics.sidecar.http_port(),
-        "/v1.0/invoke/analytics-service/method/stats/nope",
-        "{}",
-    )
-    .unwrap();
+    let (status, body) = analytics
+        .invoke("analytics-service", "stats/nope", &json!({}))
+        .unwrap();
     assert!(
         status >= 400 && body.contains("stats/get"),
         "{status} {body}"
@@ -215,8 +205,9 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
     let refused = forger.create_task(forged).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
-    // Poison on the topic: dropped to the dead-letter topic; the next good event applies.
-    let mut publisher = DaprClient::connect(recurring.sidecar.grpc_endpoint())
+    // Poison on the topic (from task-service's sidecar: the topic scopes let no other app
+    // publish there): dropped to the dead-letter topic; the next good event applies.
+    let mut publisher = DaprClient::connect(tasks.sidecar.grpc_endpoint())
         .await
         .unwrap();
     for (id, event_type, data) in [
@@ -228,16 +219,19 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
             r#"{{"specversion":"1.0","id":"{id}","source":"test","type":"{event_type}","datacontenttype":"application/json","data_base64":"{}"}}"#,
             base64_encode(data.as_bytes())
         );
-        publisher
-            .publish_event(PublishEventRequest {
-                pubsub_name: "taskmesh-pubsub".into(),
-                topic: "task-events".into(),
-                data: envelope.into_bytes(),
-                data_content_type: "application/cloudevents+json".into(),
-                metadata: HashMap::new(),
-            })
-            .await
-            .unwrap();
+        let mut request = tonic::Request::new(PublishEventRequest {
+            pubsub_name: "taskmesh-pubsub".into(),
+            topic: "task-events".into(),
+            data: envelope.into_bytes(),
+            data_content_type: "application/cloudevents+json".into(),
+            metadata: HashMap::new(),
+        });
+        if let Some(token) = &tasks.token {
+            request
+                .metadata_mut()
+                .insert("dapr-api-token", token.parse().unwrap());
+        }
+        publisher.publish_event(request).await.unwrap();
     }
     alice
         .create_task(CreateTaskRequest {
@@ -395,18 +389,26 @@ fn completion(user: &str, title: &str) -> taskmesh_shared::events::TaskEvent {
     )
 }
 
-async fn publish(sidecar: &Daprd, event: &taskmesh_shared::events::TaskEvent) {
-    let mut client = DaprClient::connect(sidecar.grpc_endpoint()).await.unwrap();
-    client
-        .publish_event(PublishEventRequest {
-            pubsub_name: "taskmesh-pubsub".into(),
-            topic: "task-events".into(),
-            data: serde_json::to_vec(event).unwrap(),
-            data_content_type: "application/cloudevents+json".into(),
-            metadata: HashMap::new(),
-        })
-        .await
-        .unwrap();
+/// Publishes as task-service (the one app the topic scopes let publish task events).
+async fn publish(
+    endpoint: String,
+    token: Option<String>,
+    event: &taskmesh_shared::events::TaskEvent,
+) {
+    let mut client = DaprClient::connect(endpoint).await.unwrap();
+    let mut request = tonic::Request::new(PublishEventRequest {
+        pubsub_name: "taskmesh-pubsub".into(),
+        topic: "task-events".into(),
+        data: serde_json::to_vec(event).unwrap(),
+        data_content_type: "application/cloudevents+json".into(),
+        metadata: HashMap::new(),
+    });
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("dapr-api-token", token.parse().unwrap());
+    }
+    client.publish_event(request).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,23 +437,15 @@ async fn fifty_redeliveries_have_one_effect_and_a_state_store_outage_loses_nothi
     // The same event 50 times, 25 of them at once: one completion counted, one successor.
     let event = completion("bob", "Take out the bins");
     for _ in 0..25 {
-        publish(&tasks.sidecar, &event).await;
+        publish(tasks.sidecar.grpc_endpoint(), tasks.token.clone(), &event).await;
     }
     let burst = (0..25).map(|_| {
-        let (endpoint, event) = (tasks.sidecar.grpc_endpoint(), event.clone());
-        tokio::spawn(async move {
-            let mut client = DaprClient::connect(endpoint).await.unwrap();
-            client
-                .publish_event(PublishEventRequest {
-                    pubsub_name: "taskmesh-pubsub".into(),
-                    topic: "task-events".into(),
-                    data: serde_json::to_vec(&event).unwrap(),
-                    data_content_type: "application/cloudevents+json".into(),
-                    metadata: HashMap::new(),
-                })
-                .await
-                .unwrap();
-        })
+        let (endpoint, token, event) = (
+            tasks.sidecar.grpc_endpoint(),
+            tasks.token.clone(),
+            event.clone(),
+        );
+        tokio::spawn(async move { publish(endpoint, token, &event).await })
     });
     futures::future::join_all(burst).await;
     let dedup = "taskmesh_analytics_dedup_hits_total";

@@ -19,7 +19,7 @@ use taskmesh_integration::smtp_server::SmtpServer;
 use taskmesh_proto::tasks::v1::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SECRET: &str = "reminder-test-secret-0123456789";
+const SECRET: &str = "reminder-test-secret-0123456789abcdef0123456789abcdef";
 /// Longer than the 2.4-3.1 s by which the Dapr 1.18.1 scheduler has delivered a job late
 /// to a restarted sidecar: a due-soon reminder later than its due time is replaced by the
 /// overdue notice, which is not what this test is about.
@@ -118,6 +118,8 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
     let (hook_port, hooks) = webhook_receiver().await;
     let hook_base = format!("http://127.0.0.1:{hook_port}/hooks");
     let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
+    // A recording subscriber of its own reads task-reminders.
+    resources.open_topics().unwrap();
     resources
         .replace("email.yaml", "\"1025\"", &format!("\"{}\"", smtp.port()))
         .unwrap();
@@ -125,8 +127,9 @@ async fn reminders_fire_on_time_after_restarts_and_reach_mail_webhook_and_topic(
         .replace("webhook.yaml", "http://localhost:8088/hooks", &hook_base)
         .unwrap();
     let stack = Stack {
-        app_api_token: Some("reminder-app-token-0123456789".into()),
+        token_seed: Some("reminder-app-token-0123456789".into()),
         scheduler: Some(scheduler.addr()),
+        ..Stack::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack

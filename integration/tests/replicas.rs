@@ -15,7 +15,7 @@ use taskmesh_integration::services::ServiceProcess;
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
 use taskmesh_proto::tasks::v1::CreateTaskRequest;
 
-const SECRET: &str = "replicas-secret-0123456789";
+const SECRET: &str = "replicas-secret-0123456789abcdef0123456789abcdef";
 
 fn is_leader(replica: &ServiceProcess) -> bool {
     replica
@@ -45,6 +45,8 @@ async fn one_replica_publishes_and_another_takes_over() {
     let database = fresh_database(&shared_admin_url().unwrap()).await.unwrap();
     let redis = RedisServer::start().unwrap();
     let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
+    // A recording subscriber of its own reads task-events.
+    resources.open_topics().unwrap();
     let recorder = Recorder::start("taskmesh-pubsub", &["task-events"])
         .await
         .unwrap();
@@ -67,6 +69,8 @@ async fn one_replica_publishes_and_another_takes_over() {
         vec![
             ("DATABASE_URL".to_owned(), database.clone()),
             ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
+            taskmesh_integration::services::unlimited()[0].clone(),
+            taskmesh_integration::services::unlimited()[1].clone(),
             ("DAPR_GRPC_PORT".to_owned(), sidecar_grpc.to_string()),
         ]
     };

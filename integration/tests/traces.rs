@@ -15,7 +15,7 @@ use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::sidecar::{Broker, Resources};
 use taskmesh_proto::tasks::v1::*;
 
-const SECRET: &str = "trace-test-secret-0123456789";
+const SECRET: &str = "trace-test-secret-0123456789abcdef0123456789abcdef";
 /// The caller's own trace: its id must reach every span the call causes.
 const TRACE_ID: &str = "5e8a3c1f9b2d4e6f8a0b1c2d3e4f5a6b";
 const CALLER_SPAN: &str = "1a2b3c4d5e6f7a8b";
@@ -27,8 +27,9 @@ async fn create_task_and_the_notification_it_causes_share_one_trace() {
     let scheduler = Scheduler::start().unwrap();
     let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
     let stack = Stack {
-        app_api_token: Some("trace-app-token-0123456789".into()),
+        token_seed: Some("trace-app-token-0123456789".into()),
         scheduler: Some(scheduler.addr()),
+        ..Stack::default()
     };
     let export = vec![
         (

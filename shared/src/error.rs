@@ -81,6 +81,15 @@ pub enum ApiError {
     Aborted(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A limit was reached; `retry_after` is sent as `google.rpc.RetryInfo` when the
+    /// caller may simply try again later (a rate limit), absent when it may not (a quota).
+    #[error("{message}")]
+    ResourceExhausted {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("a dependency is unavailable")]
     Unavailable(#[source] BoxError),
     #[error("internal error")]
@@ -104,6 +113,8 @@ impl ApiError {
             Self::NotFound(_) => Code::NotFound,
             Self::Aborted(_) => Code::Aborted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -140,6 +151,14 @@ impl From<ApiError> for Status {
                 for v in violations {
                     details.add_bad_request_violation(v.field, v.description);
                 }
+                Status::with_error_details(code, message, details)
+            }
+            ApiError::ResourceExhausted {
+                message,
+                retry_after: Some(retry_after),
+            } => {
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(retry_after));
                 Status::with_error_details(code, message, details)
             }
             ApiError::Unavailable(ref source) => {

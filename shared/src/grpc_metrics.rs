@@ -1,12 +1,19 @@
 //! Request counts and latency of a tonic server, by method and status code, as a tower
-//! layer: `Server::builder().layer(GrpcMetricsLayer::register(&mut registry))`.
+//! layer: `Server::builder().layer(GrpcMetricsLayer::register(&mut registry, known))`.
+//!
+//! Labels come only from the methods the server serves (`KnownMethods`, read from the
+//! services' descriptors); every other path counts as `unknown`. The layer runs before
+//! authentication, so a label per path would let anyone grow the series (and the
+//! server's memory) without bound by calling random method names.
 //!
 //! The code is read from the response headers. tonic answers a failed unary call
 //! "trailers-only", with `grpc-status` in the headers; a response without it is counted
 //! as `Ok`, which holds for unary calls (every call our services serve).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -29,15 +36,59 @@ pub struct MethodLabel {
     pub method: String,
 }
 
+/// The label of every path that is not a known method.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The `/package.Service/Method` paths a server answers.
+#[derive(Debug, Clone, Default)]
+pub struct KnownMethods(HashSet<String>);
+
+impl KnownMethods {
+    /// Every method of every service in these encoded `FileDescriptorSet`s (the
+    /// `FILE_DESCRIPTOR_SET` constants that tonic's build step and tonic-health export).
+    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        use prost::Message;
+        let mut methods = HashSet::new();
+        for set in sets {
+            let set = prost_types::FileDescriptorSet::decode(*set)?;
+            for file in &set.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        let service = match package {
+                            "" => service.name().to_owned(),
+                            package => format!("{package}.{}", service.name()),
+                        };
+                        methods.insert(format!("/{service}/{}", method.name()));
+                    }
+                }
+            }
+        }
+        Ok(Self(methods))
+    }
+
+    /// Adds methods by path (services without a descriptor at hand).
+    pub fn with(mut self, paths: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.0.extend(paths.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.0.contains(path)
+    }
+}
+
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     calls: Family<CallLabels, Counter>,
     seconds: Family<MethodLabel, Histogram>,
+    known: Arc<KnownMethods>,
 }
 
 impl GrpcMetricsLayer {
-    pub fn register(registry: &mut Registry) -> Self {
+    pub fn register(registry: &mut Registry, known: KnownMethods) -> Self {
         let layer = Self {
+            known: Arc::new(known),
             calls: Family::default(),
             // 0.1 ms to about 3 s.
             seconds: Family::new_with_constructor(|| {
@@ -90,8 +141,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // Unknown paths (scanners, typos) would grow the label set without bound.
-        let method = known_method(request.uri().path());
+        let path = request.uri().path();
+        let method = if self.layer.known.contains(path) {
+            path.to_owned()
+        } else {
+            UNKNOWN_METHOD.to_owned()
+        };
         let started = Instant::now();
         let future = self.inner.call(request);
         let layer = self.layer.clone();
@@ -122,33 +177,21 @@ where
     }
 }
 
-/// `/pkg.Service/Method` for gRPC-shaped paths of reasonable length, else `other`.
-fn known_method(path: &str) -> String {
-    let shaped = path.len() <= 128
-        && path.starts_with('/')
-        && path[1..].split('/').count() == 2
-        && path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_'));
-    if shaped {
-        path.to_owned()
-    } else {
-        "other".to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
-    fn only_grpc_shaped_paths_become_labels() {
-        assert_eq!(
-            known_method("/taskmesh.tasks.v1.TaskService/GetTask"),
-            "/taskmesh.tasks.v1.TaskService/GetTask"
-        );
-        assert_eq!(known_method("/wp-admin/../../etc/passwd"), "other");
-        assert_eq!(known_method("/a/b/c"), "other");
-        assert_eq!(known_method(&format!("/a.B/{}", "x".repeat(200))), "other");
+    fn known_methods_come_from_the_descriptors() {
+        let known = KnownMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET])
+            .unwrap()
+            .with(["/x.Y/Z"]);
+        assert!(known.contains("/grpc.health.v1.Health/Check"));
+        assert!(known.contains("/grpc.health.v1.Health/Watch"));
+        assert!(known.contains("/x.Y/Z"));
+        assert!(!known.contains("/grpc.health.v1.Health/Other"));
+        assert!(!known.contains("/wp-admin/../../etc/passwd"));
     }
 }

@@ -1,6 +1,7 @@
 //! taskctl: the command-line client of the Taskmesh task API.
 #![forbid(unsafe_code)]
 
+mod account;
 mod output;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use taskmesh_proto::tasks::v1::{self as pb, task_service_client::TaskServiceClie
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 #[derive(Parser)]
 #[command(version, about = "Manage your Taskmesh tasks from the terminal")]
@@ -28,6 +29,19 @@ struct Cli {
         global = true
     )]
     server: String,
+    /// The CA certificate (PEM) that signed the server's, for an https:// server with a
+    /// private CA; the system's public roots otherwise.
+    #[arg(long, env = "TASKMESH_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// The name to check the server's certificate against, when it is not the --server
+    /// host.
+    #[arg(
+        long,
+        env = "TASKMESH_TLS_SERVER_NAME",
+        global = true,
+        value_name = "NAME"
+    )]
+    tls_server_name: Option<String>,
     /// Bearer token; defaults to the one `taskctl login` saved.
     #[arg(long, env = "TASKMESH_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -51,6 +65,16 @@ enum Cmd {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
+    /// Your notifications, newest first.
+    #[command(alias = "inbox")]
+    Notifications(account::NotificationsArgs),
+    /// Mark notifications read.
+    Ack(account::AckArgs),
+    /// Your notification preferences (e-mail, webhook, lead time, quiet hours).
+    #[command(subcommand)]
+    Prefs(account::PrefsCmd),
+    /// Your statistics.
+    Stats,
     /// Create a task.
     Add {
         title: String,
@@ -218,7 +242,8 @@ fn token_path() -> anyhow::Result<PathBuf> {
     Ok(base.join("taskmesh").join("token"))
 }
 
-async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+/// An authenticated channel to task-service (TLS for an https:// server).
+async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer>> {
     let token = match &cli.token {
         Some(token) => token.clone(),
         None => {
@@ -236,14 +261,32 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let header: MetadataValue<Ascii> = format!("Bearer {token}")
         .parse()
         .context("the token is not valid ASCII")?;
-    let channel = Channel::from_shared(cli.server.clone())
+    let mut endpoint = Channel::from_shared(cli.server.clone())
         .context("--server is not a URL")?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30));
+    if cli.server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        tls = match &cli.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+                tls.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => tls.with_webpki_roots(),
+        };
+        if let Some(name) = &cli.tls_server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    } else if cli.ca_cert.is_some() {
+        anyhow::bail!("--ca-cert needs an https:// --server");
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach task-service at {}", cli.server))?;
-    Ok(TaskServiceClient::with_interceptor(channel, Bearer(header)))
+    Ok(InterceptedService::new(channel, Bearer(header)))
 }
 
 /// A time given on the command line. RFC 3339 says its own offset; a date or `YYYY-MM-DD
@@ -310,10 +353,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut client = connect(&cli).await?;
+    let channel = connect(&cli).await?;
     let json = cli.json;
+    let mut client = TaskServiceClient::new(channel.clone());
     match cli.command {
         Cmd::Login { .. } => Ok(()),
+        Cmd::Notifications(args) => account::notifications(channel, args, json).await,
+        Cmd::Ack(args) => account::ack(channel, args, json).await,
+        Cmd::Prefs(command) => account::prefs(channel, command, json).await,
+        Cmd::Stats => account::stats(channel, json).await,
         Cmd::Add {
             title,
             fields,

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const WARM_UP: Duration = Duration::from_secs(3);
 /// Rounds in which (a) and GetTask alternate, each a quarter of the run's length.
 const ROUNDS: u32 = 4;
@@ -295,6 +295,8 @@ async fn bench_backend(
     let mut env = vec![
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
+        taskmesh_integration::services::unlimited()[0].clone(),
+        taskmesh_integration::services::unlimited()[1].clone(),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
     ];
     // The service's own pool size unless BENCH_DB_CONNECTIONS says otherwise.

@@ -25,7 +25,7 @@ use taskmesh_proto::tasks::v1::{
 };
 use taskmesh_shared::events::{TaskEvent, TaskEventData, TaskEventKind, TaskSnapshot};
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const APP_TOKEN: &str = "bench-app-token-0123456789";
 
 struct App {
@@ -160,6 +160,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(10_000usize);
     let redis = RedisServer::start()?;
     let resources = Resources::new(Broker::Redis, &redis.addr(), None)?;
+    // The bench publishes to topics of its own.
+    resources.open_topics()?;
     let dir = tempfile::tempdir()?;
     let tasks = app(
         "task-service",
@@ -170,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
                 format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
             ),
             ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
+            taskmesh_integration::services::unlimited()[0].clone(),
+            taskmesh_integration::services::unlimited()[1].clone(),
         ],
         None,
     )?;

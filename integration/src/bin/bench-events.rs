@@ -21,7 +21,7 @@ use taskmesh_integration::services::ServiceProcess;
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
 use taskmesh_proto::tasks::v1::CreateTaskRequest;
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const PUBSUB: &str = "taskmesh-pubsub";
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -107,6 +107,8 @@ async fn bench(
         &redis.addr(),
         kafka.map(KafkaBroker::bootstrap).as_deref(),
     )?;
+    // The bench publishes to a topic of its own, read by a recording subscriber.
+    resources.open_topics()?;
     let topic = format!("bench-{name}-{}", std::process::id());
 
     let dir = tempfile::tempdir()?;
@@ -122,6 +124,8 @@ async fn bench(
                 ),
             ),
             ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
+            taskmesh_integration::services::unlimited()[0].clone(),
+            taskmesh_integration::services::unlimited()[1].clone(),
             ("DAPR_GRPC_PORT".into(), sidecar_grpc.to_string()),
             ("TASKMESH_TOPIC_TASK_EVENTS".into(), topic.clone()),
             (

@@ -27,6 +27,19 @@ struct Running {
     sidecar: Daprd,
 }
 
+/// Writes `secret` to `path`, readable by this user only.
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.as_bytes())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let root = taskmesh_integration::repo_root();
@@ -37,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
     let smtp = SmtpServer::start()?;
     let resources = Resources::new(Broker::Redis, &redis.addr(), None)?;
     resources.replace("email.yaml", "\"1025\"", &format!("\"{}\"", smtp.port()))?;
-    let app_token = uuid::Uuid::new_v4().simple().to_string();
+    // Each app and its sidecar share a token of their own, as in the chart; operators find
+    // them in .data/tokens/ for `dapr invoke` (curl -H "dapr-api-token: ...").
+    let tokens = data.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
     let mut running = Vec::new();
     for (name, port, http_port) in SERVICES {
         if taskmesh_integration::services::binary(name).is_err() {
@@ -45,9 +61,12 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let sidecar_grpc = free_port()?;
+        let app_token = uuid::Uuid::new_v4().simple().to_string();
+        write_secret(&tokens.join(name), &app_token)?;
         let mut env = vec![
             ("DAPR_GRPC_PORT".to_owned(), sidecar_grpc.to_string()),
             ("APP_API_TOKEN".to_owned(), app_token.clone()),
+            ("DAPR_API_TOKEN".to_owned(), app_token.clone()),
         ];
         if name == "task-service" {
             env.push((
@@ -70,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             resources: vec![resources.path().to_owned()],
             config: Some(root.join("dapr/config.yaml")),
             app_api_token: Some(app_token.clone()),
+            dapr_api_token: Some(app_token.clone()),
             scheduler: Some(scheduler.addr()),
             ..DaprdOptions::default()
         })?;
@@ -93,11 +113,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "Try: just taskctl login --user alice && just taskctl add \"Water plants\" --due \"2030-01-06 08:00\" --every FREQ=DAILY"
     );
+    println!("     just taskctl stats && just taskctl notifications");
     println!(
-        "     curl -s localhost:3504/v1.0/invoke/analytics-service/method/stats/get -d '{{\"user_id\":\"alice\"}}'"
-    );
-    println!(
-        "     curl -s localhost:3502/v1.0/invoke/notification-service/method/notifications/list -d '{{\"user_id\":\"alice\"}}'"
+        "Operators: curl -s localhost:3504/v1.0/invoke/analytics-service/method/stats/get -H \"dapr-api-token: $(cat .data/tokens/analytics-service)\" -d '{{\"user_id\":\"alice\"}}'"
     );
     println!(
         "Logs: each process writes to a file under /tmp (taskmesh-*). Ctrl-C stops everything."

@@ -120,6 +120,11 @@ impl Inbox {
 
     /// Marks the named notifications (all of them for `None`) read; returns how many
     /// changed.
+    /// Whether this inbox holds a notification with this id.
+    pub fn contains(&self, id: &str) -> bool {
+        self.items.iter().any(|n| n.id == id)
+    }
+
     pub fn ack(&mut self, ids: Option<&[String]>) -> usize {
         let mut changed = 0;
         for n in self.items.iter_mut().filter(|n| !n.read) {

@@ -129,16 +129,22 @@ impl<S: StateStore> Method for AckNotifications<S> {
             .records()
             .update(&inbox_key(user), |inbox: Option<Inbox>| {
                 let mut inbox = inbox.unwrap_or_default();
+                // An id that is not this user's answers like a missing one, whoever has it.
+                let missing = ids.iter().flatten().find(|id| !inbox.contains(id)).cloned();
+                if let Some(id) = missing {
+                    return Change::Keep(Err(id));
+                }
                 match inbox.ack(ids.as_deref()) {
-                    0 => Change::Keep((0, inbox.unread())),
+                    0 => Change::Keep(Ok((0, inbox.unread()))),
                     n => {
                         let unread = inbox.unread();
-                        Change::Write(inbox, (n, unread))
+                        Change::Write(inbox, Ok((n, unread)))
                     }
                 }
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+            .map_err(|id| InvokeError::NotFound(format!("notification {id:?}")))?;
         Ok(json!({"acked": acked.0, "unread": acked.1}))
     }
 }

@@ -8,23 +8,29 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use secrecy::{ExposeSecret, SecretString};
+use taskmesh_proto::analytics::v1::stats_service_server::StatsServiceServer;
+use taskmesh_proto::notifications::v1::notification_service_server::NotificationServiceServer;
+use taskmesh_proto::notifications::v1::preference_service_server::PreferenceServiceServer;
 use taskmesh_proto::tasks::v1::task_service_server::TaskServiceServer;
-use taskmesh_shared::auth::TokenVerifier;
+use taskmesh_shared::auth::{Expectations, Jwks, JwksError, Keys, TokenVerifier};
 use taskmesh_shared::config::ConfigError;
-use taskmesh_shared::grpc_metrics::GrpcMetricsLayer;
+use taskmesh_shared::grpc_metrics::{GrpcMetricsLayer, KnownMethods};
 use taskmesh_shared::metrics::MetricsServer;
 use taskmesh_shared::net::incoming;
 use taskmesh_shared::trace_context;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
-use crate::api::{Authenticate, InternalTrust, PageTokens, TaskApi};
-use crate::config::Config;
+use crate::api::{
+    Authenticate, Gate, InternalTrust, NotificationApi, PageTokens, RateLimiter, StatsApi, TaskApi,
+};
+use crate::config::{Config, JwtKeys, Limits};
 use crate::outbox::{
     DaprPublisher, OutboxMetrics, OutboxSettings, PgAdvisoryLock, Relay, SeaOutbox, SingleProcess,
 };
+use crate::peers::DaprPeers;
 use crate::store::{Database, SeaTaskStore, is_sqlite};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +49,38 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot load the identity provider's keys")]
+    Jwks(#[from] JwksError),
+    #[error("cannot read the TLS certificate or key {path}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the TLS certificate and key are not usable")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("cannot read the services' descriptors")]
+    Descriptors(#[from] prost::DecodeError),
 }
+
+/// How often the identity provider's keys are fetched again (a withdrawn key stops being
+/// accepted within this), and at most how often a token with an unknown key id may make
+/// us fetch them.
+const JWKS_REFRESH: Duration = Duration::from_secs(300);
+const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     db: Database,
     api: TaskApi,
-    verifier: TokenVerifier,
-    internal_trust: Option<InternalTrust>,
+    notifications: NotificationApi,
+    stats: StatsApi,
+    gate: Gate,
+    jwks: Option<Jwks>,
+    tls: Option<ServerTlsConfig>,
+    health_listener: Option<TcpListener>,
+    limits: Limits,
     shutdown_grace: Duration,
     metrics: MetricsServer,
     metrics_addr: SocketAddr,
@@ -81,14 +110,15 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         if config.uses_dev_secret() {
             tracing::warn!(
-                "DEV MODE: TASKMESH_JWT_SECRET is not set, so tokens signed with the PUBLIC \
-                 development secret are accepted. Anyone can act as any user. Never run this \
-                 way outside a developer machine."
+                "DEV MODE (TASKMESH_DEV_MODE=true): tokens signed with the PUBLIC development \
+                 secret are accepted, so anyone can act as any user. Never run this way \
+                 outside a developer machine."
             );
         }
         let db = Database::connect(
             config.database_url.expose_secret(),
             config.database_max_connections,
+            config.limits.db_statement_timeout,
         )
         .await
         .map_err(StartError::Database)?;
@@ -108,7 +138,12 @@ impl Application {
         let bind_error = |addr| move |source| StartError::Bind { addr, source };
         let mut registry = Registry::default();
         let outbox_metrics = OutboxMetrics::register(&mut registry);
-        let grpc_metrics = GrpcMetricsLayer::register(&mut registry);
+        let known = KnownMethods::from_descriptor_sets(&[
+            taskmesh_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ])?;
+        let grpc_metrics = GrpcMetricsLayer::register(&mut registry, known);
         let metrics = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
             .await
             .map_err(bind_error(config.metrics_listen))?;
@@ -136,18 +171,62 @@ impl Application {
             topic = %config.events_topic,
             "task events go through the Dapr sidecar"
         );
-        let secret = config.jwt_secret.expose_secret().as_bytes();
-        let store = Arc::new(SeaTaskStore::new(db.clone(), wake));
+        let (keys, jwks) = match &config.jwt.keys {
+            JwtKeys::Secret(secret) => (Keys::secret(secret.expose_secret().as_bytes()), None),
+            JwtKeys::Jwks(source) => {
+                let jwks = Jwks::load(source.clone(), JWKS_MIN_REFRESH).await?;
+                (Keys::Jwks(jwks.clone()), Some(jwks))
+            }
+        };
+        let verifier = TokenVerifier::with_keys(
+            keys,
+            Expectations {
+                issuer: config.jwt.issuer.clone(),
+                audience: config.jwt.audience.clone(),
+            },
+        );
+        let internal_trust = config.app_api_token.clone().map(|token| InternalTrust {
+            app_api_token: token,
+            callers: config.trusted_callers.clone(),
+        });
+        let gate = Gate::new(
+            Authenticate::new(verifier, internal_trust),
+            RateLimiter::new(config.limits.rate_per_sec, config.limits.rate_burst),
+            config.limits.request_timeout,
+        );
+        let tls = match &config.tls {
+            Some(files) => {
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|source| StartError::TlsFile {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                };
+                let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+                Some(ServerTlsConfig::new().identity(identity))
+            }
+            None => None,
+        };
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_error(addr))?),
+            None => None,
+        };
+        let peers = Arc::new(DaprPeers::new(config.sidecar.connect_lazy()?));
+        let store = Arc::new(
+            SeaTaskStore::new(db.clone(), wake).with_task_quota(config.limits.max_tasks_per_user),
+        );
         Ok(Self {
             listener,
             addr,
             db,
-            api: TaskApi::new(store, PageTokens::new(secret)),
-            verifier: TokenVerifier::new(secret),
-            internal_trust: config.app_api_token.clone().map(|token| InternalTrust {
-                app_api_token: token,
-                callers: config.trusted_callers.clone(),
-            }),
+            api: TaskApi::new(store, PageTokens::new(&config.page_token_key())),
+            notifications: NotificationApi::new(peers.clone()),
+            stats: StatsApi::new(peers),
+            gate,
+            jwks,
+            tls,
+            health_listener,
+            limits: config.limits.clone(),
             shutdown_grace: config.shutdown_grace,
             metrics,
             metrics_addr,
@@ -160,6 +239,13 @@ impl Application {
     /// The bound address (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the plaintext health port listens, if there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Where `GET /metrics` answers.
@@ -189,6 +275,27 @@ impl Application {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let relay = self.outbox.spawn(stop_rx.clone());
+        if let Some(jwks) = self.jwks {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(jwks.refresh_every(JWKS_REFRESH, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }));
+        }
+        if let Some(listener) = self.health_listener {
+            let mut stop = stop_rx.clone();
+            let health_service = health_service.clone();
+            tokio::spawn(async move {
+                let served = Server::builder()
+                    .add_service(health_service)
+                    .serve_with_incoming_shutdown(incoming(listener), async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(%err, "the health port stopped");
+                }
+            });
+        }
         let mut metrics_stop = stop_rx;
         let metrics = tokio::spawn(self.metrics.serve(async move {
             let _ = metrics_stop.wait_for(|stopped| *stopped).await;
@@ -202,18 +309,34 @@ impl Application {
             let _ = draining_tx.send(());
         };
         let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = match builder.tls_config(tls) {
+                Ok(builder) => builder,
+                Err(err) => {
+                    tracing::error!(%err, "TLS is misconfigured");
+                    return Err(err);
+                }
+            };
+        }
         if self.traced {
             // A span per call only when it goes somewhere: it costs the hot path otherwise.
             builder = builder.trace_fn(trace_context::grpc_server_span);
         }
+        let max = self.limits.max_message_bytes;
         let server = builder
             .layer(self.grpc_metrics)
+            .layer(self.gate)
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(TaskServiceServer::with_interceptor(
-                self.api,
-                Authenticate::new(self.verifier, self.internal_trust),
-            ))
+            .add_service(TaskServiceServer::new(self.api).max_decoding_message_size(max))
+            .add_service(
+                NotificationServiceServer::new(self.notifications.clone())
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                PreferenceServiceServer::new(self.notifications).max_decoding_message_size(max),
+            )
+            .add_service(StatsServiceServer::new(self.stats).max_decoding_message_size(max))
             .serve_with_incoming_shutdown(incoming(self.listener), signal);
         tracing::info!(addr = %self.addr, service = SERVICE_NAME, "task-service listening");
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod outbox;
+pub mod peers;
 pub mod store;
 
 pub use app::{Application, StartError};

@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
@@ -96,7 +97,8 @@ async fn serve(config: Config) -> Result<(), BoxError> {
 }
 
 async fn migrate(database: DatabaseConfig) -> Result<(), BoxError> {
-    let db = Database::connect(database.url.expose_secret(), 1).await?;
+    // No statement timeout: building an index on a large table may rightly take long.
+    let db = Database::connect(database.url.expose_secret(), 1, Duration::ZERO).await?;
     db.migrate().await?;
     db.close().await;
     tracing::info!("migrations applied");

@@ -15,7 +15,7 @@ use tonic::Request;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-const SECRET: &str = "process-test-secret-0123456789";
+const SECRET: &str = "process-test-secret-0123456789abcdef0123456789abcdef";
 const BIN: &str = env!("CARGO_BIN_EXE_task-service");
 
 fn command(port: u16, db: &std::path::Path) -> Command {
@@ -46,6 +46,8 @@ impl Drop for Running {
 fn start(port: u16, db: &std::path::Path) -> Running {
     let child = command(port, db)
         .env("TASKMESH_JWT_SECRET", SECRET)
+        .env("TASKMESH_RATE_LIMIT_PER_SEC", "1000000")
+        .env("TASKMESH_RATE_LIMIT_BURST", "1000000")
         .env("TASKMESH_SHUTDOWN_GRACE_SECS", "10")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -229,4 +231,87 @@ async fn sigterm_loses_no_answered_call() {
             .await
             .unwrap_or_else(|e| panic!("task {id} answered OK but lost: {e:?}"));
     }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 100,000 calls without a valid token, to real and made-up methods, with made-up tokens:
+/// each is refused, and the server keeps nothing of them (no metric series, no cached
+/// token, no rate-limit bucket), so its memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unauthenticated_calls_leaves_memory_flat() {
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let server = start(port, &dir.path().join("t.db"));
+    let pid = server.0.id();
+    let url = format!("http://127.0.0.1:{port}");
+    // 51 clients, 2,000 calls each: past about 14,000 refused calls on one connection,
+    // hyper's HTTP/2 server closes it (its guard against streams reset in bulk).
+    let mut clients = Vec::new();
+    for _ in 0..51 {
+        let channel = tonic::transport::Channel::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(tonic::client::Grpc::new(channel));
+    }
+    let call = |i: usize| {
+        let mut grpc = clients[i % clients.len()].clone();
+        async move {
+            let path = if i.is_multiple_of(2) {
+                "/taskmesh.tasks.v1.TaskService/ListTasks".to_owned()
+            } else {
+                format!("/flood{i}.Svc/M{i}")
+            };
+            let mut request = Request::new(());
+            let token = format!("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ7aX0ifQ.{i:x}");
+            request
+                .metadata_mut()
+                .insert("authorization", token.parse().unwrap());
+            grpc.ready().await.unwrap();
+            let codec = tonic_prost::ProstCodec::<(), ()>::default();
+            grpc.unary(request, path.parse().unwrap(), codec)
+                .await
+                .unwrap_err()
+                .code()
+        }
+    };
+    let flood = |range: std::ops::Range<usize>| {
+        futures::stream::iter(range)
+            .map(call)
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+    };
+    // Warm up: allocator arenas, every connection's buffers, the `unknown` series.
+    assert!(
+        flood(0..2_000)
+            .await
+            .iter()
+            .all(|c| *c == tonic::Code::Unauthenticated)
+    );
+    let before = rss_kib(pid);
+    let codes = flood(2_000..102_000).await;
+    let after = rss_kib(pid);
+    let odd: Vec<_> = codes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != tonic::Code::Unauthenticated)
+        .take(5)
+        .collect();
+    assert!(odd.is_empty(), "answered otherwise: {odd:?}");
+    println!("task-service RSS: {before} KiB before, {after} KiB after 100,000 refused calls");
+    assert!(
+        after < before + 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
 }

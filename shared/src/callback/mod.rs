@@ -23,9 +23,11 @@ use dapr::dapr::proto::runtime::v1::{
     TopicEventResponse, TopicRoutes, TopicRule, TopicSubscription,
 };
 use secrecy::{ExposeSecret, SecretString};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use crate::auth::callers::{CALLER_APP_ID, TrustedCallers, caller_app_id};
 pub use handlers::{Delivery, InvokeError, JobHandler, Method, Outcome, TopicHandler};
 pub use metrics::RouterMetrics;
 
@@ -155,6 +157,7 @@ pub struct Router {
     methods: HashMap<String, Arc<dyn Method>>,
     jobs: Option<Arc<dyn JobHandler>>,
     app_api_token: Option<SecretString>,
+    trusted_callers: Option<TrustedCallers>,
     metrics: Option<RouterMetrics>,
 }
 
@@ -190,6 +193,39 @@ impl Router {
     pub fn app_api_token(mut self, token: Option<SecretString>) -> Self {
         self.app_api_token = token.filter(|t| !t.expose_secret().is_empty());
         self
+    }
+
+    /// Apps whose sidecar may invoke the methods (every method here names a user in its
+    /// body, so only a caller trusted to speak for any user may call it: task-service for
+    /// the public API, the operators' `taskmesh-ops`). `None` lets every caller in.
+    pub fn trusted_callers(mut self, callers: Option<TrustedCallers>) -> Self {
+        self.trusted_callers = callers;
+        self
+    }
+
+    fn authorize_caller(&self, metadata: &MetadataMap, method: &str) -> Result<(), Status> {
+        let Some(callers) = &self.trusted_callers else {
+            return Ok(());
+        };
+        // No caller id at all: the call was made on this app's own sidecar API (an
+        // operator's `dapr invoke`, guarded by that sidecar's Dapr API token), not by
+        // another app, whose sidecar always names it.
+        if metadata.get(CALLER_APP_ID).is_none() {
+            return Ok(());
+        }
+        let caller = caller_app_id(metadata).unwrap_or_default();
+        if callers.allows(caller, method) {
+            Ok(())
+        } else {
+            tracing::warn!(
+                caller,
+                method,
+                "refused an invocation from an untrusted app"
+            );
+            Err(Status::permission_denied(format!(
+                "app {caller:?} may not call {method:?} (TASKMESH_TRUSTED_CALLERS)"
+            )))
+        }
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -325,6 +361,7 @@ impl AppCallback for Router {
             .get(crate::trace_context::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        self.authorize_caller(request.metadata(), &request.get_ref().method)?;
         let request = request.into_inner();
         let span = tracing::info_span!(
             "invoke",

@@ -17,11 +17,15 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use super::{Router, RouterMetrics};
+use crate::auth::callers::TrustedCallers;
 use crate::config::{self, ConfigError, Source};
-use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::grpc_metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::metrics::MetricsServer;
 use crate::sidecar::SidecarConfig;
 use crate::telemetry::TelemetryConfig;
+
+/// task-service answers the public API with these methods; operators use `taskmesh-ops`.
+pub const DEFAULT_TRUSTED_CALLERS: &str = "task-service;taskmesh-ops";
 
 /// Settings of a subscriber service, from the environment (names as in DESIGN.md).
 #[derive(Debug, Clone)]
@@ -31,6 +35,8 @@ pub struct ServiceConfig {
     pub sidecar: SidecarConfig,
     /// The token the sidecar presents on AppCallback calls (`APP_API_TOKEN`).
     pub app_api_token: Option<SecretString>,
+    /// Apps that may invoke the methods, which name any user (`TASKMESH_TRUSTED_CALLERS`).
+    pub trusted_callers: TrustedCallers,
     pub telemetry: TelemetryConfig,
     pub shutdown_grace: Duration,
 }
@@ -50,6 +56,12 @@ impl ServiceConfig {
             metrics_listen: SocketAddr::new(host, metrics_port),
             sidecar: SidecarConfig::from_env(env)?,
             app_api_token: config::optional(env, "APP_API_TOKEN").map(SecretString::from),
+            trusted_callers: {
+                let text = config::optional(env, "TASKMESH_TRUSTED_CALLERS")
+                    .unwrap_or_else(|| DEFAULT_TRUSTED_CALLERS.to_owned());
+                TrustedCallers::parse(&text)
+                    .map_err(|err| ConfigError::invalid("TASKMESH_TRUSTED_CALLERS", text, err))?
+            },
             telemetry: TelemetryConfig::from_env(env)?,
             shutdown_grace: Duration::from_secs(grace),
         })
@@ -62,6 +74,31 @@ pub struct BindError {
     pub addr: SocketAddr,
     #[source]
     pub source: std::io::Error,
+}
+
+/// What a subscriber serves: the AppCallback services (the dapr crate ships no
+/// descriptor set for them) and gRPC health.
+fn app_callback_methods() -> KnownMethods {
+    const APP_CALLBACK: &str = "/dapr.proto.runtime.v1.AppCallback";
+    KnownMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET])
+        .unwrap_or_default()
+        .with(
+            [
+                "OnInvoke",
+                "ListTopicSubscriptions",
+                "OnTopicEvent",
+                "ListInputBindings",
+                "OnBindingEvent",
+                "OnBulkTopicEvent",
+                "OnJobEvent",
+            ]
+            .map(|m| format!("{APP_CALLBACK}/{m}")),
+        )
+        .with([
+            "/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck",
+            "/dapr.proto.runtime.v1.AppCallbackAlpha/OnBulkTopicEventAlpha1",
+            "/dapr.proto.runtime.v1.AppCallbackAlpha/OnJobEventAlpha1",
+        ])
 }
 
 /// A bound AppCallback server.
@@ -84,7 +121,7 @@ impl CallbackServer {
         mut registry: Registry,
     ) -> Result<Self, BindError> {
         let router = router.metrics(RouterMetrics::register(&mut registry));
-        let grpc_metrics = GrpcMetricsLayer::register(&mut registry);
+        let grpc_metrics = GrpcMetricsLayer::register(&mut registry, app_callback_methods());
         let bind_error = |addr| move |source| BindError { addr, source };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -102,7 +139,10 @@ impl CallbackServer {
             addr,
             metrics,
             metrics_addr,
-            router: router.app_api_token(config.app_api_token.clone()),
+            router: router
+                .app_api_token(config.app_api_token.clone())
+                // The app calling itself through its sidecar counts as its own operator.
+                .trusted_callers(Some(config.trusted_callers.clone().with_app(name))),
             grpc_metrics,
             grace: config.shutdown_grace,
         })

@@ -180,6 +180,43 @@ async fn app_api_token_is_enforced_when_set() {
 }
 
 #[tokio::test]
+async fn only_trusted_callers_may_invoke() {
+    let callers = crate::auth::callers::TrustedCallers::parse("task-service;ops=echo/it").unwrap();
+    let router = Router::new()
+        .method("echo/it", Arc::new(Echo))
+        .method("echo/other", Arc::new(Echo))
+        .trusted_callers(Some(callers));
+    let from = |callers: &[&str], method: &str| {
+        let mut request = invoke(method, br#"{"user_id":"a"}"#);
+        for caller in callers {
+            request
+                .metadata_mut()
+                .append("dapr-caller-app-id", caller.parse().unwrap());
+        }
+        request
+    };
+    for (callers, method, allowed) in [
+        (&["task-service"][..], "echo/it", true),
+        (&["ops"], "echo/it", true),
+        (&["ops"], "echo/other", false),
+        (&["analytics-service"], "echo/it", false),
+        // Made on the app's own sidecar API, not by another app.
+        (&[], "echo/other", true),
+        // A caller that adds the header itself does not get read first.
+        (&["task-service", "analytics-service"], "echo/it", false),
+    ] {
+        let result = router.on_invoke(from(callers, method)).await;
+        match result {
+            Ok(_) => assert!(allowed, "{callers:?} {method}"),
+            Err(status) => {
+                assert!(!allowed, "{callers:?} {method}: {status:?}");
+                assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn bulk_deliveries_are_declared_and_answered_entry_by_entry() {
     use dapr::dapr::proto::runtime::v1::{TopicEventBulkRequestEntry, TopicEventCeRequest};
 

@@ -396,6 +396,14 @@ async fn methods_validate_and_page() {
         .await
         .unwrap();
     assert_eq!(all, json!({"acked": 3, "unread": 0}));
+    // Ids that are not alice's are not found, whoever has them, and nothing is acked.
+    for ids in [json!(["e1", "someone-elses"]), json!(["nope"])] {
+        let err = h
+            .call("notifications/ack", json!({"user_id": "alice", "ids": ids}))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, InvokeError::NotFound(_)), "{err:?}");
+    }
 
     for (method, input) in [
         ("notifications/list", json!({})),

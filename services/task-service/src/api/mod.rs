@@ -1,8 +1,14 @@
-//! The `taskmesh.tasks.v1.TaskService` gRPC handlers.
+//! The public gRPC API: `taskmesh.tasks.v1.TaskService`'s handlers here, the user-facing
+//! services kept by other apps in `notifications` and `stats`, and the `gate` every call
+//! passes first.
 
 mod auth;
 mod convert;
+mod gate;
+mod notifications;
 mod page_token;
+mod rate_limit;
+mod stats;
 
 use std::sync::Arc;
 
@@ -13,8 +19,12 @@ use tonic::{Request, Response, Status};
 use crate::domain::{self, Change, ListQuery};
 use crate::store::TaskStore;
 
-pub use auth::{Authenticate, InternalTrust, ON_BEHALF_OF};
+pub use auth::{Authenticate, Caller, InternalTrust, ON_BEHALF_OF};
+pub use gate::Gate;
+pub use notifications::NotificationApi;
 pub use page_token::PageTokens;
+pub use rate_limit::RateLimiter;
+pub use stats::StatsApi;
 
 /// The handlers hold only their injected dependencies.
 #[derive(Clone)]

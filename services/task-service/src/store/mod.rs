@@ -63,7 +63,14 @@ pub struct Database {
 }
 
 impl Database {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbErr> {
+    /// `statement_timeout` applies on PostgreSQL, which cancels a statement that runs
+    /// longer; SQLite has no such setting (its statements run in this process, bounded by
+    /// the request deadline and `busy_timeout`).
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        statement_timeout: std::time::Duration,
+    ) -> Result<Self, DbErr> {
         if is_sqlite(url) {
             let writer = sea_orm::Database::connect(sqlite_options(url, 1)).await?;
             // SQLite reads are CPU-bound in this process: more readers than about twice the
@@ -87,7 +94,13 @@ impl Database {
                 // The pool's default pings every connection it hands out, a second round
                 // trip for each query. A connection in steady use is alive; one idle long
                 // enough for the server, a proxy or a firewall to have dropped it is tested.
-                .test_before_acquire_if_idle_for(PG_PING_AFTER_IDLE);
+                .test_before_acquire_if_idle_for(PG_PING_AFTER_IDLE)
+                .map_sqlx_postgres_opts(move |opts| {
+                    opts.options([(
+                        "statement_timeout",
+                        statement_timeout.as_millis().to_string(),
+                    )])
+                });
             let pool = sea_orm::Database::connect(options.clone()).await?;
             options
                 .max_connections(batch::in_flight())

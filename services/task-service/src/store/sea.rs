@@ -33,6 +33,8 @@ pub struct SeaTaskStore {
     reads: ReadBatcher,
     /// Wakes the outbox relay after each commit that wrote an event.
     outbox_wake: Arc<Notify>,
+    /// Tasks one owner may have.
+    max_tasks_per_owner: u64,
 }
 
 impl SeaTaskStore {
@@ -42,7 +44,58 @@ impl SeaTaskStore {
             reads: ReadBatcher::spawn(db.batch_reader.clone()),
             db,
             outbox_wake,
+            max_tasks_per_owner: u64::MAX,
         }
+    }
+
+    /// Refuses a new task to an owner who has `max` already.
+    #[must_use]
+    pub fn with_task_quota(mut self, max: u64) -> Self {
+        self.max_tasks_per_owner = max;
+        self
+    }
+
+    /// Counts at most `max` of the owner's tasks (one index range, never more rows than
+    /// the quota). Not in the insert's transaction: concurrent creates may pass the quota
+    /// by the number in flight, which a quota meant against runaway clients can afford.
+    async fn check_quota(&self, owner: &str) -> Result<(), ApiError> {
+        if self.max_tasks_per_owner == u64::MAX {
+            return Ok(());
+        }
+        let limit = self.max_tasks_per_owner;
+        let backend = self.db.reader.get_database_backend();
+        let placeholder = if backend == sea_orm::DbBackend::Postgres {
+            "$1"
+        } else {
+            "?"
+        };
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM tasks WHERE owner_id = {placeholder} LIMIT {limit}) AS owned"
+        );
+        let row = self
+            .db
+            .reader
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                backend,
+                sql,
+                [owner.into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        let count: i64 = row
+            .map(|row| row.try_get("", "n"))
+            .transpose()
+            .map_err(db_error)?
+            .unwrap_or(0);
+        if u64::try_from(count).unwrap_or(0) >= limit {
+            return Err(ApiError::ResourceExhausted {
+                message: format!(
+                    "task quota reached: a user may have at most {limit} tasks; delete some first"
+                ),
+                retry_after: None,
+            });
+        }
+        Ok(())
     }
 
     /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
@@ -119,6 +172,7 @@ impl TaskStore for SeaTaskStore {
         {
             return Ok(existing);
         }
+        self.check_quota(owner).await?;
         let task = new.into_task(owner.to_owned(), now);
         let mut row = to_active(&task)?;
         row.id = Set(task.id.to_string());

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-pub const SECRET: &str = "api-test-secret-0123456789";
+pub const SECRET: &str = "api-test-secret-0123456789abcdef0123456789abcdef";
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -25,6 +25,7 @@ pub enum Backend {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -49,6 +50,11 @@ impl Interceptor for Bearer {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// `spawn_app` with more settings (a limit, other keys), which win over the defaults.
+pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = match backend {
         Backend::Sqlite => format!(
@@ -69,10 +75,25 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         // No sidecar in these tests: events stay in the outbox, where the tests read them.
         ("DAPR_GRPC_PORT".to_owned(), "1".to_owned()),
         ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
+        // The tests call faster than a user would; `limits` tests the limit itself.
+        (
+            "TASKMESH_RATE_LIMIT_PER_SEC".to_owned(),
+            "1000000".to_owned(),
+        ),
+        ("TASKMESH_RATE_LIMIT_BURST".to_owned(), "1000000".to_owned()),
     ]);
+    let mut env = env;
+    for (name, value) in settings {
+        if value.is_empty() {
+            env.remove(*name);
+        } else {
+            env.insert((*name).to_owned(), (*value).to_owned());
+        }
+    }
     let config = Config::from_env(&env).expect("config");
     let app = Application::build(config).await.expect("build app");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -83,6 +104,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     });
     TestApp {
         addr,
+        metrics_addr,
         database_url,
         shutdown: Some(tx),
         server: Some(server),

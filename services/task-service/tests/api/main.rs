@@ -8,6 +8,8 @@ mod helpers;
 mod auth;
 mod concurrency;
 mod crud;
+mod identity;
+mod limits;
 mod list;
 mod outbox;
 mod validation;
