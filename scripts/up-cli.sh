@@ -46,8 +46,10 @@ for port in 6379 50006 1025; do
 done
 echo "up-cli: redis :6379, scheduler :50006, smtp :1025 (mail in $state/mail/new)" >&2
 
-# The sidecars present APP_API_TOKEN to the apps, which also need it (the CLI passes its
-# environment to both). Dev mode unless a JWT secret is given.
+# The sidecars present APP_API_TOKEN to the apps, which also need it. The CLI (1.12) starts
+# every daprd with its own environment (an app's `env:` reaches only the app), so here,
+# unlike `just up` and the chart, the apps share one app token. Dev mode unless a JWT
+# secret is given.
 export APP_API_TOKEN="${APP_API_TOKEN:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 [ -n "${TASKMESH_JWT_SECRET:-}" ] || export TASKMESH_DEV_MODE=true
 # CLI 1.12 (see setup-dapr-cli.sh) predates the scheduler and never passes
