@@ -273,6 +273,16 @@ sys.exit(0 if s["created"] == 2 and s["completed"] == 1 else 1)'
     invoke notification-service notifications/list "{\"user_id\":\"$user\"}" | grep rolled_over >/dev/null
   }
   eventually 60 "$user's roll-over notification did not arrive" notified
+  # The user sees the same through the public API, with their own token.
+  own_view() {
+    taskctl "$user" --json stats | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s["created"] == 2 and s["completed"] == 1 else 1)' &&
+      taskctl "$user" --json notifications | grep '"rolled over"' >/dev/null &&
+      taskctl "$user" --json prefs show | grep '"stored":false' >/dev/null
+  }
+  eventually 30 "$user's stats, notifications or preferences are not on the public API" own_view
 }
 
 # load USER SECONDS: creates tasks one after another for SECONDS, each retried with its
