@@ -813,11 +813,35 @@ class ClientIdentityAndLimits(unittest.TestCase):
         self.assertEqual(variables["TASKMESH_JWT_JWKS_URL"]["value"], "https://idp.example.com/.well-known/jwks.json")
         self.assertEqual(variables["TASKMESH_JWT_ISSUER"]["value"], "https://idp.example.com/")
         self.assertEqual(variables["TASKMESH_JWT_AUDIENCE"]["value"], "taskmesh")
+        # With a JWKS there is no shared HS256 key that could sign for anyone (the service
+        # refuses to start with both).
+        self.assertNotIn("TASKMESH_JWT_SECRET", variables)
         prod = ["-f", os.path.join(CHART, "values-prod.yaml")]
         self.assertIn("auth.jwt.issuer and auth.jwt.audience are required in prod",
                       helm_fails(*prod, *jwks, "--set", "auth.jwt.issuer=x") or "")
         self.assertIsNone(helm_fails(*jwks))
         self.assertIsNone(helm_fails("--set", "auth.jwt.jwksUrl=file:///etc/taskmesh/jwks.json"))
+
+    def test_a_jwks_from_a_config_map(self):
+        cm = ["--set", "auth.jwt.jwksConfigMap=idp-keys", "--set", "auth.jwt.issuer=https://idp/",
+              "--set", "auth.jwt.audience=taskmesh"]
+        deployment = by_kind(render("prod", *cm), "Deployment")["task-service"]
+        pod = deployment["spec"]["template"]["spec"]
+        variables = env_of(pod["containers"][0])
+        self.assertEqual(variables["TASKMESH_JWT_JWKS_URL"]["value"], "file:///etc/taskmesh/jwks/jwks.json")
+        self.assertNotIn("TASKMESH_JWT_SECRET", variables)
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        self.assertEqual(mounts["jwks"]["mountPath"], "/etc/taskmesh/jwks")
+        self.assertNotIn("subPath", mounts["jwks"], "a subPath mount would never see a rotated key")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes["jwks"]["configMap"]["name"], "idp-keys")
+        # Only task-service reads it.
+        for app, other in by_kind(render("prod", *cm), "Deployment").items():
+            if app != "task-service":
+                self.assertNotIn("jwks", {v["name"] for v in other["spec"]["template"]["spec"].get("volumes", [])}, app)
+        prod = ["-f", os.path.join(CHART, "values-prod.yaml")]
+        self.assertIn("auth.jwt.issuer and auth.jwt.audience are required in prod",
+                      helm_fails(*prod, "--set", "auth.jwt.jwksConfigMap=idp-keys") or "")
         self.assertIsNotNone(helm_fails("--set", "auth.jwt.jwksUrl=http://idp.example.com/jwks"))
 
     def test_limits_only_where_set(self):

@@ -131,7 +131,7 @@ subscriptionScopes: {{ join ";" $sub | quote }}
 {{- if and $prod (not $v.dapr.requireMtls) -}}
 {{- fail "dapr.requireMtls: false is refused in prod. The sidecars' mTLS (the daprsystem Configuration of the Dapr control plane, global.mtls.enabled of the dapr chart) must stay on: access control and the apps' identities rely on it." -}}
 {{- end -}}
-{{- if and $prod $v.auth.jwt.jwksUrl (not (and $v.auth.jwt.issuer $v.auth.jwt.audience)) -}}
+{{- if and $prod (or $v.auth.jwt.jwksUrl $v.auth.jwt.jwksConfigMap) (not (and $v.auth.jwt.issuer $v.auth.jwt.audience)) -}}
 {{- fail "auth.jwt.issuer and auth.jwt.audience are required in prod with auth.jwt.jwksUrl: without them task-service would accept any token the JWKS's keys signed, for any audience." -}}
 {{- end -}}
 {{- $t := $v.topics -}}
