@@ -11,6 +11,9 @@ use sea_orm::{
 use super::{Backlog, OutboxStore, PendingEvent, StoreError};
 use crate::store::outbox_entity::{Column, Entity};
 
+/// Rows deleted by one pruning statement.
+const PRUNE_BATCH: u64 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct SeaOutbox {
     /// The writer pool: on SQLite, marking rows must not fight the API for the lock
@@ -73,12 +76,28 @@ impl OutboxStore for SeaOutbox {
         Ok(())
     }
 
+    /// In statements of at most `PRUNE_BATCH` rows: a day of published events in one
+    /// statement could outlast the database's statement timeout, and would hold its locks
+    /// for as long.
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let deleted = Entity::delete_many()
-            .filter(Column::PublishedAt.lt(before.timestamp_micros()))
-            .exec(&self.db)
-            .await?;
-        Ok(deleted.rows_affected)
+        let mut total = 0;
+        loop {
+            let batch = sea_orm::sea_query::Query::select()
+                .column(Column::Seq)
+                .from(Entity)
+                .and_where(Expr::col(Column::PublishedAt).lt(before.timestamp_micros()))
+                .limit(PRUNE_BATCH)
+                .to_owned();
+            let deleted = Entity::delete_many()
+                .filter(Column::Seq.in_subquery(batch))
+                .exec(&self.db)
+                .await?
+                .rows_affected;
+            total += deleted;
+            if deleted < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     async fn backlog(&self) -> Result<Backlog, StoreError> {

@@ -9,7 +9,8 @@ use crate::on_both_backends;
 
 on_both_backends!(
     every_change_writes_one_event_in_order,
-    failed_and_no_op_calls_write_no_event
+    failed_and_no_op_calls_write_no_event,
+    pruning_removes_old_published_rows_in_batches
 );
 
 async fn every_change_writes_one_event_in_order(backend: Backend) {
@@ -134,4 +135,55 @@ async fn failed_and_no_op_calls_write_no_event(backend: Backend) {
     let kinds: Vec<String> = app.outbox().await.into_iter().map(|(k, _, _)| k).collect();
     assert_eq!(kinds, ["taskmesh.task.created.v1"]);
     app.stop().await;
+}
+
+/// 25,000 published rows older than the retention go (more than one pruning statement
+/// holds); unpublished and recent ones stay.
+async fn pruning_removes_old_published_rows_in_batches(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Statement};
+    use task_service::outbox::{OutboxStore, SeaOutbox};
+
+    let app = spawn_app(backend).await;
+    let db = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    let old = (chrono::Utc::now() - chrono::Duration::days(2)).timestamp_micros();
+    let recent = chrono::Utc::now().timestamp_micros();
+    let insert = |n: i64, published: &str| {
+        format!(
+            "INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, published_at, attempts) \
+             SELECT 'e' || {published_tag} || '-' || i, 't', 'x', '{{}}', {old}, {published}, 0 \
+             FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n) AS numbers",
+            published_tag = if published == "NULL" { "'u'" } else { "'p'" },
+        )
+    };
+    let backend_kind = db.get_database_backend();
+    for sql in [insert(25_000, &old.to_string()), insert(10, "NULL")] {
+        db.execute_raw(Statement::from_string(backend_kind, sql))
+            .await
+            .unwrap();
+    }
+    db.execute_raw(Statement::from_string(
+        backend_kind,
+        format!(
+            "INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, published_at, attempts) \
+             VALUES ('recent', 't', 'x', '{{}}', {recent}, {recent}, 0)"
+        ),
+    ))
+    .await
+    .unwrap();
+    let outbox = SeaOutbox::new(db.clone());
+    let pruned = outbox
+        .prune(chrono::Utc::now() - chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 25_000);
+    let left = db
+        .query_one_raw(Statement::from_string(
+            backend_kind,
+            "SELECT COUNT(*) AS n FROM outbox",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let left: i64 = left.try_get("", "n").unwrap();
+    assert_eq!(left, 11, "the unpublished and the recent rows stay");
 }
