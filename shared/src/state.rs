@@ -222,6 +222,8 @@ type Records = HashMap<String, (Vec<u8>, u64)>;
 pub struct MemoryStateStore {
     records: Mutex<Records>,
     down: std::sync::atomic::AtomicBool,
+    /// Writes to keys with this prefix fail: a delivery that dies between two writes.
+    failing_writes: Mutex<Option<String>>,
 }
 
 impl MemoryStateStore {
@@ -231,6 +233,22 @@ impl MemoryStateStore {
 
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes writes to keys starting with `prefix` fail (`None`: none fail).
+    pub fn fail_writes_under(&self, prefix: Option<&str>) {
+        *self
+            .failing_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = prefix.map(str::to_owned);
+    }
+
+    fn write_fails(&self, key: &str) -> bool {
+        self.failing_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            .is_some_and(|prefix| key.starts_with(prefix))
     }
 
     pub fn keys(&self) -> Vec<String> {
@@ -269,6 +287,9 @@ impl StateStore for MemoryStateStore {
 
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError> {
         tokio::task::yield_now().await;
+        if self.write_fails(key) {
+            return Err(StateError::Unavailable(format!("writes to {key} fail")));
+        }
         let mut records = self.check()?;
         let current = records.get(key).map(|(_, v)| *v);
         if !matches(current, &expect) {

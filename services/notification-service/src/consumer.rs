@@ -68,6 +68,19 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
             Ok((prefs, _)) => prefs.unwrap_or_default(),
             Err(err) => return Outcome::Retry(err.to_string()),
         };
+        // The notification goes in first, whatever the task record says: adding it is
+        // idempotent (its id is the event's), and it is owed even to an event that arrives
+        // after a newer one. Written after the version mark, it would be lost whenever a
+        // delivery died in between and a newer event came before the redelivery (which
+        // then finds its version older than the mark and does nothing).
+        if let Some(notification) = notification_for(self.kind, &event, &delivery.id)
+            && let Err(err) = self
+                .reminders
+                .notify_seeded(&event.owner_id, notification, Some(inbox))
+                .await
+        {
+            return Outcome::Retry(err.to_string());
+        }
         let seen = self
             .reminders
             .records()
@@ -102,14 +115,6 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
                 (record, had_job)
             }
         };
-        if let Some(notification) = notification_for(self.kind, &event, &delivery.id)
-            && let Err(err) = self
-                .reminders
-                .notify_seeded(&event.owner_id, notification, Some(inbox))
-                .await
-        {
-            return Outcome::Retry(err.to_string());
-        }
         match self
             .reminders
             .sync_with(&record, had_job, Some(&prefs))

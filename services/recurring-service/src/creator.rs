@@ -18,7 +18,8 @@ const ON_BEHALF_OF: &str = "taskmesh-on-behalf-of";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    /// task-service or the sidecars are down or busy: try again later.
+    /// task-service or the sidecars are down, busy, or not yet agreed on tokens and
+    /// policies (a roll-out): try again later.
     #[error("task-service is unavailable: {0}")]
     Transient(String),
     /// task-service refused the request itself: retrying will not help.
@@ -83,22 +84,51 @@ impl TaskCreator for DaprTaskCreator {
         }
         match self.client.clone().create_task(request).await {
             Ok(task) => Ok(task.into_inner().id),
-            Err(status) => match status.code() {
-                Code::InvalidArgument
-                | Code::PermissionDenied
-                | Code::Unauthenticated
-                | Code::FailedPrecondition
-                | Code::NotFound => Err(CreateError::Refused(format!(
-                    "{:?}: {}",
-                    status.code(),
-                    status.message()
-                ))),
-                _ => Err(CreateError::Transient(format!(
-                    "{:?}: {}",
-                    status.code(),
-                    status.message()
-                ))),
-            },
+            Err(status) => Err(classify(&status)),
+        }
+    }
+}
+
+/// What task-service's answer means for the event. Only a request task-service judged and
+/// refused can never succeed. A token, an access policy or an app id that the other side
+/// does not know yet is what a roll-out looks like for a minute (UNAUTHENTICATED,
+/// PERMISSION_DENIED, NOT_FOUND from the sidecar): retried, so a roll-out mistake delays
+/// completions instead of dead-lettering every one of them.
+fn classify(status: &tonic::Status) -> CreateError {
+    let reason = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            CreateError::Refused(reason)
+        }
+        _ => CreateError::Transient(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_judged_request_is_refused_for_good() {
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::OutOfRange,
+        ] {
+            let err = classify(&tonic::Status::new(code, "no"));
+            assert!(matches!(err, CreateError::Refused(_)), "{code:?}");
+        }
+        for code in [
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::Unavailable,
+            Code::ResourceExhausted,
+            Code::DeadlineExceeded,
+            Code::Internal,
+        ] {
+            let err = classify(&tonic::Status::new(code, "later"));
+            assert!(matches!(err, CreateError::Transient(_)), "{code:?}");
         }
     }
 }
