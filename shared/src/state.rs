@@ -67,6 +67,14 @@ pub trait StateStore: Send + Sync + 'static {
         Ok(found)
     }
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError>;
+    /// `put` of a record the store removes after `ttl` (Dapr's `ttlInSeconds`).
+    async fn put_expiring(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+        ttl: std::time::Duration,
+    ) -> Result<(), StateError>;
     async fn delete(&self, key: &str, expect: Expect) -> Result<(), StateError>;
 }
 
@@ -85,6 +93,31 @@ impl DaprStateStore {
             store: store.into(),
             timeout: Duration::from_secs(5),
         }
+    }
+
+    async fn save(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), StateError> {
+        let (etag, options) = guarded(expect);
+        self.client
+            .clone()
+            .save_state(self.request(SaveStateRequest {
+                store_name: self.store.clone(),
+                states: vec![StateItem {
+                    key: key.to_owned(),
+                    value,
+                    etag,
+                    metadata,
+                    options,
+                }],
+            }))
+            .await
+            .map(drop)
+            .map_err(state_error)
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -178,22 +211,24 @@ impl StateStore for DaprStateStore {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError> {
-        let (etag, options) = guarded(expect);
-        self.client
-            .clone()
-            .save_state(self.request(SaveStateRequest {
-                store_name: self.store.clone(),
-                states: vec![StateItem {
-                    key: key.to_owned(),
-                    value,
-                    etag,
-                    metadata: HashMap::new(),
-                    options,
-                }],
-            }))
-            .await
-            .map(drop)
-            .map_err(state_error)
+        self.save(key, value, expect, HashMap::new()).await
+    }
+
+    async fn put_expiring(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+        ttl: std::time::Duration,
+    ) -> Result<(), StateError> {
+        let secs = ttl.as_secs().max(1).to_string();
+        self.save(
+            key,
+            value,
+            expect,
+            HashMap::from([("ttlInSeconds".to_owned(), secs)]),
+        )
+        .await
     }
 
     async fn delete(&self, key: &str, expect: Expect) -> Result<(), StateError> {
@@ -224,6 +259,8 @@ pub struct MemoryStateStore {
     down: std::sync::atomic::AtomicBool,
     /// Writes to keys with this prefix fail: a delivery that dies between two writes.
     failing_writes: Mutex<Option<String>>,
+    /// The TTL each record was last written with (nothing expires here; tests read it).
+    ttls: Mutex<HashMap<String, std::time::Duration>>,
 }
 
 impl MemoryStateStore {
@@ -241,6 +278,15 @@ impl MemoryStateStore {
             .failing_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = prefix.map(str::to_owned);
+    }
+
+    /// The TTL `key` was last written with, if any.
+    pub fn ttl_of(&self, key: &str) -> Option<std::time::Duration> {
+        self.ttls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
     }
 
     fn write_fails(&self, key: &str) -> bool {
@@ -296,6 +342,21 @@ impl StateStore for MemoryStateStore {
             return Err(StateError::Conflict);
         }
         records.insert(key.to_owned(), (value, current.unwrap_or(0) + 1));
+        Ok(())
+    }
+
+    async fn put_expiring(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+        ttl: std::time::Duration,
+    ) -> Result<(), StateError> {
+        self.put(key, value, expect).await?;
+        self.ttls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), ttl);
         Ok(())
     }
 

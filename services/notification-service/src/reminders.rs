@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use taskmesh_shared::callback::{InvokeError, JobHandler};
 use taskmesh_shared::events::{ReminderData, ReminderEvent, ReminderKind};
-use taskmesh_shared::state::{StateStore, Versioned};
+use taskmesh_shared::state::{Expect, StateError, StateStore, Versioned};
 use uuid::Uuid;
 
 use crate::inbox::{Inbox, Notification, NotificationKind};
@@ -24,6 +24,9 @@ use crate::reminder::{Action, TaskRecord, reminder_id, task_of_job};
 const EARLY_TOLERANCE: Duration = Duration::seconds(1);
 /// E-mail and webhook attempts per reminder before it counts as a delivery failure.
 const DELIVERY_ATTEMPTS: u32 = 3;
+/// How long the record that a reminder was sent on a channel is kept: far longer than a
+/// job is retried or redelivered, then the store drops it (Dapr's `ttlInSeconds`).
+const SENT_CLAIM_TTL: StdDuration = StdDuration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -209,8 +212,11 @@ impl<S: StateStore> Reminders<S> {
     }
 
     /// Publishes (due-soon only, the `task-reminders` contract), keeps the notification and
-    /// delivers it. Every step is idempotent by the reminder id except the e-mail and the
-    /// webhook, which may repeat if the service dies between sending and marking.
+    /// delivers it. Publishing and the inbox are at least once and idempotent by the
+    /// reminder id; the e-mail and the webhook, which nobody downstream can deduplicate,
+    /// are at most once per reminder id: each is claimed in the state store first, so a
+    /// job fired twice (or two fires at once) sends once, and a crash between the claim and
+    /// the send loses that one message (the reminder stays in the inbox and on the topic).
     async fn send(
         &self,
         record: &TaskRecord,
@@ -250,7 +256,7 @@ impl<S: StateStore> Reminders<S> {
         self.notify(
             &record.owner_id,
             Notification {
-                id,
+                id: id.clone(),
                 kind,
                 task_id: record.task_id,
                 title: record.title.clone(),
@@ -268,6 +274,7 @@ impl<S: StateStore> Reminders<S> {
             .email
             .as_deref()
             .filter(|_| self.settings.email_enabled)
+            && self.claim("email", &id).await?
         {
             let body = format!("{subject}.\n\nTask {}\n", record.task_id);
             self.deliver("email", || self.outbound.email(to, &subject, &body))
@@ -275,12 +282,31 @@ impl<S: StateStore> Reminders<S> {
         }
         if let (Some(base), Some(url)) = (&self.settings.webhook_base, &prefs.webhook_url)
             && let Some(path) = webhook_path(base, url)
+            && self.claim("webhook", &id).await?
         {
             let body = serde_json::to_vec(&event).unwrap_or_default();
             self.deliver("webhook", || self.outbound.webhook(&path, &body))
                 .await;
         }
         Ok(())
+    }
+
+    /// Claims `channel` for reminder `id`: true for the first claimant only.
+    async fn claim(&self, channel: &str, id: &str) -> Result<bool, ReminderError> {
+        let key = format!("sent:{channel}:{id}");
+        let claimed = self
+            .records
+            .store()
+            .put_expiring(&key, b"1".to_vec(), Expect::Absent, SENT_CLAIM_TTL)
+            .await;
+        match claimed {
+            Ok(()) => Ok(true),
+            Err(StateError::Conflict) => {
+                tracing::info!(channel, reminder = id, "sent before: not sending again");
+                Ok(false)
+            }
+            Err(err) => Err(RecordError::from(err).into()),
+        }
     }
 
     /// A few quick attempts; a channel that stays down does not hold back the reminder

@@ -180,6 +180,43 @@ async fn a_fired_reminder_is_published_kept_and_mailed_once_then_overdue_follows
     assert_eq!(h.jobs.at(&job_name(id)), Some(due));
 }
 
+/// Two fires of the same job at once both find the reminder unsent (neither has marked it
+/// yet): the inbox and the topic take both, idempotently, but mail and webhook go once.
+#[tokio::test]
+async fn a_job_fired_twice_at_once_mails_and_posts_once() {
+    let h = harness();
+    h.call(
+        "preferences/set",
+        json!({"user_id": "alice", "preferences": {"email": "alice@example.com",
+            "webhook_url": "http://hooks.test/taskmesh/alice"}}),
+    )
+    .await
+    .unwrap();
+    let id = Uuid::now_v7();
+    let due = Utc::now() + Duration::minutes(10);
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
+        .await;
+    let (a, b) = tokio::join!(h.reminders.fire(id), h.reminders.fire(id));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(h.out.emails.lock().unwrap().len(), 1);
+    assert_eq!(h.out.webhooks.lock().unwrap().len(), 1);
+    let claims: Vec<String> = h
+        .store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("sent:"))
+        .collect();
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    for claim in claims {
+        assert_eq!(
+            h.store.ttl_of(&claim),
+            Some(std::time::Duration::from_secs(7 * 24 * 3600)),
+            "claims expire"
+        );
+    }
+}
+
 #[tokio::test]
 async fn completing_or_deleting_cancels_and_a_late_job_does_nothing() {
     let h = harness();
