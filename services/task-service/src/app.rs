@@ -213,7 +213,9 @@ impl Application {
         };
         let peers = Arc::new(DaprPeers::new(config.sidecar.connect_lazy()?));
         let store = Arc::new(
-            SeaTaskStore::new(db.clone(), wake).with_task_quota(config.limits.max_tasks_per_user),
+            SeaTaskStore::new(db.clone(), wake)
+                .with_task_quota(config.limits.max_tasks_per_user)
+                .with_max_event_bytes(config.outbox.max_batch_bytes),
         );
         Ok(Self {
             listener,

@@ -217,6 +217,28 @@ impl Config {
         }
         let retention_secs: u64 =
             config::parse_or(env, "TASKMESH_OUTBOX_RETENTION_SECS", 24 * 3600)?;
+        let max_batch_bytes: usize = config::parse_or(
+            env,
+            "TASKMESH_OUTBOX_MAX_BATCH_BYTES",
+            crate::outbox::DEFAULT_MAX_BATCH_BYTES,
+        )?;
+        // Below 16 KiB a task with a long description could not be written at all.
+        if max_batch_bytes < 16 * 1024 {
+            return Err(ConfigError::invalid(
+                "TASKMESH_OUTBOX_MAX_BATCH_BYTES",
+                max_batch_bytes.to_string(),
+                "must be at least 16384, and below the sidecar's --max-body-size \
+                 (dapr.io/max-body-size)",
+            ));
+        }
+        let max_attempts: u32 = config::parse_or(env, "TASKMESH_OUTBOX_MAX_ATTEMPTS", 20)?;
+        if max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "TASKMESH_OUTBOX_MAX_ATTEMPTS",
+                "0",
+                "must be at least 1",
+            ));
+        }
         Ok(Self {
             listen: SocketAddr::new(host, port),
             database_url,
@@ -236,6 +258,8 @@ impl Config {
             events_topic,
             outbox: OutboxSettings {
                 batch_size,
+                max_batch_bytes,
+                max_attempts,
                 retention: Duration::from_secs(retention_secs),
                 ..OutboxSettings::default()
             },
@@ -495,6 +519,8 @@ mod tests {
             ("METRICS_PORT", "-1"),
             ("TASKMESH_OUTBOX_BATCH_SIZE", "0"),
             ("TASKMESH_OUTBOX_RETENTION_SECS", "soon"),
+            ("TASKMESH_OUTBOX_MAX_BATCH_BYTES", "1000"),
+            ("TASKMESH_OUTBOX_MAX_ATTEMPTS", "0"),
             ("TASKMESH_TOPIC_TASK_EVENTS", "two words"),
             ("DAPR_GRPC_PORT", "x"),
             ("TASKMESH_JWT_JWKS_URL", "http://id.example/jwks"),

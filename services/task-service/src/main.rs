@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 use task_service::config::{DatabaseConfig, MigrateConfig};
+use task_service::outbox::{ParkedEvent, SeaOutbox};
 use task_service::store::Database;
 use task_service::{Application, Config};
 use taskmesh_shared::config::{ConfigError, ProcessEnv};
@@ -27,6 +28,33 @@ enum Command {
     /// Migrate the database and exit (run as a Helm hook job before rollouts). Reads only
     /// DATABASE_URL and the log settings.
     Migrate,
+    /// Events the sidecar refused too often (parked), and putting them back. Reads only
+    /// DATABASE_URL and the log settings, like `migrate`.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Lists the parked events, oldest first, with the sidecar's reason.
+    Parked {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Puts parked events back in the outbox, in their old place; their tasks' later
+    /// events follow them.
+    Retry(RetryArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct RetryArgs {
+    /// The parked event's seq or event id (see `outbox parked`).
+    id: Option<String>,
+    /// Every parked event.
+    #[arg(long)]
+    all: bool,
 }
 
 /// glibc's malloc was a fifth of the service's CPU under read load (many small,
@@ -53,6 +81,17 @@ async fn main() -> ExitCode {
                     &config.telemetry,
                     &config.database,
                     migrate(config.database.clone()),
+                )
+                .await
+            }
+            Err(err) => config_error(&err),
+        },
+        Command::Outbox(command) => match MigrateConfig::from_env(&ProcessEnv) {
+            Ok(config) => {
+                run(
+                    &config.telemetry,
+                    &config.database,
+                    outbox(config.database.clone(), command),
                 )
                 .await
             }
@@ -103,4 +142,85 @@ async fn migrate(database: DatabaseConfig) -> Result<(), BoxError> {
     db.close().await;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+async fn outbox(database: DatabaseConfig, command: OutboxCommand) -> Result<(), BoxError> {
+    let db = Database::connect(database.url.expose_secret(), 1, Duration::ZERO).await?;
+    let outbox = SeaOutbox::new(db.writer.clone());
+    let result = match command {
+        OutboxCommand::Parked { json } => outbox.parked().await.map(|parked| {
+            if json {
+                serde_json::to_string_pretty(&parked).map(|text| println!("{text}"))
+            } else {
+                print!("{}", parked_table(&parked));
+                Ok(())
+            }
+        }),
+        OutboxCommand::Retry(RetryArgs { all: true, .. }) => outbox.retry_all().await.map(|n| {
+            println!("put {n} parked events back in the outbox");
+            Ok(())
+        }),
+        OutboxCommand::Retry(RetryArgs { id, .. }) => {
+            let id = id.unwrap_or_default();
+            match outbox.retry(&id).await {
+                Ok(true) => {
+                    println!("put parked event {id} back in the outbox");
+                    Ok(Ok(()))
+                }
+                Ok(false) => {
+                    db.close().await;
+                    return Err(format!(
+                        "no parked event has seq or event id {id:?} (see `task-service outbox parked`)"
+                    )
+                    .into());
+                }
+                Err(err) => Err(err),
+            }
+        }
+    };
+    db.close().await;
+    result??;
+    Ok(())
+}
+
+/// The parked events as a table, one line each, the reason last and whole.
+fn parked_table(parked: &[ParkedEvent]) -> String {
+    if parked.is_empty() {
+        return "no parked events\n".to_owned();
+    }
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    };
+    let mut rows = vec![[
+        "SEQ".to_owned(),
+        "EVENT ID".to_owned(),
+        "TASK".to_owned(),
+        "TYPE".to_owned(),
+        "ATTEMPTS".to_owned(),
+        "PARKED AT (UTC)".to_owned(),
+        "REASON".to_owned(),
+    ]];
+    rows.extend(parked.iter().map(|p| {
+        [
+            p.seq.to_string(),
+            p.event_id.clone(),
+            p.task_id.clone(),
+            p.event_type.clone(),
+            p.attempts.to_string(),
+            time(p.parked_at),
+            p.reason.clone(),
+        ]
+    }));
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        for (cell, width) in row.iter().zip(&widths) {
+            out.push_str(&format!("{cell:<width$}  "));
+        }
+        out.push_str(&row[6]);
+        out.push('\n');
+    }
+    out
 }

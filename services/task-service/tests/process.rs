@@ -315,3 +315,92 @@ async fn a_flood_of_unauthenticated_calls_leaves_memory_flat() {
         "RSS grew from {before} KiB to {after} KiB"
     );
 }
+
+/// `task-service outbox parked` and `outbox retry` against the database only (no secret,
+/// no ports, like `migrate`): the table, `--json`, one by seq, all, and an unknown id.
+#[tokio::test]
+async fn outbox_parked_and_retry_commands() {
+    use sea_orm::{ConnectionTrait, Statement};
+    use task_service::outbox::{OutboxStore, SeaOutbox};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("t.db");
+    let outbox_command = |args: &[&str]| {
+        let out = command(free_port().unwrap(), &db_path)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, stderr) = outbox_command(&["migrate"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, _) = outbox_command(&["outbox", "parked"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "no parked events\n"));
+
+    let url = format!("sqlite://{}?mode=rwc", db_path.display());
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    for (event, task) in [("e1", "t1"), ("e2", "t2"), ("e3", "t1")] {
+        db.execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, published_at, attempts) \
+                 VALUES ('{event}', '{task}', 'taskmesh.task.created.v1', '{{}}', 1, NULL, 0)"
+            ),
+        ))
+        .await
+        .unwrap();
+    }
+    let outbox = SeaOutbox::new(db.clone());
+    let now = chrono::Utc::now();
+    outbox
+        .park(1, "InvalidArgument: cannot build the envelope", now)
+        .await
+        .unwrap();
+    outbox.park(2, "Internal: too large", now).await.unwrap();
+
+    let (code, table, stderr) = outbox_command(&["outbox", "parked"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("SEQ  EVENT ID"), "{table}");
+    assert!(lines[0].ends_with("REASON"), "{table}");
+    assert!(lines[1].starts_with("1    e1        t1"), "{table}");
+    assert!(
+        lines[1].ends_with("InvalidArgument: cannot build the envelope"),
+        "{table}"
+    );
+    let (code, json, _) = outbox_command(&["outbox", "parked", "--json"]);
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[1]["seq"], 2);
+    assert_eq!(json[1]["reason"], "Internal: too large");
+    assert_eq!(json[1]["attempts"], 1);
+
+    let (code, stdout, stderr) = outbox_command(&["outbox", "retry", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("put parked event 1 back"), "{stdout}");
+    let pending: Vec<i64> = outbox
+        .pending(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(pending, [1, 3], "t1's events in order; t2 still parked");
+
+    let (code, _, stderr) = outbox_command(&["outbox", "retry", "e404"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no parked event"), "{stderr}");
+    let (code, _, stderr) = outbox_command(&["outbox", "retry"]);
+    assert_eq!(code, Some(2), "an id or --all is required: {stderr}");
+
+    let (code, stdout, _) = outbox_command(&["outbox", "retry", "--all"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("put 1 parked events back"), "{stdout}");
+    assert_eq!(outbox.pending(10).await.unwrap().len(), 3);
+    let _ = db.close().await;
+}

@@ -13,6 +13,10 @@ pub struct OutboxMetrics {
     pub published: Counter,
     pub publish_failures: Counter,
     pub leader: Gauge,
+    /// Events in `outbox_parked` now...
+    pub parked: Gauge,
+    /// ...and events this replica parked since it started.
+    pub parked_total: Counter,
 }
 
 impl OutboxMetrics {
@@ -43,6 +47,17 @@ impl OutboxMetrics {
             "relay_leader",
             "1 on the replica whose relay currently publishes",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "parked_events",
+            "Events set aside after the sidecar refused them TASKMESH_OUTBOX_MAX_ATTEMPTS times; \
+             their tasks' later events wait (task-service outbox parked / retry)",
+            metrics.parked.clone(),
+        );
+        registry.register(
+            "parked",
+            "Events this replica parked",
+            metrics.parked_total.clone(),
         );
         metrics
     }

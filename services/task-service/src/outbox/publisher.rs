@@ -72,17 +72,22 @@ impl DaprPublisher {
             metadata: HashMap::new(),
         };
         let response = self.bulk_call(request).await.map_err(PublishError::Call)?;
-        let failed: Vec<i64> = response
+        if response.failed_entries.is_empty() {
+            return Ok(());
+        }
+        // An entry id we cannot read back is one of ours garbled: count it as refused
+        // whole rather than guess which event it was.
+        let failed: Option<Vec<(i64, String)>> = response
             .failed_entries
             .iter()
-            .filter_map(|entry| entry.entry_id.parse().ok())
+            .map(|entry| Some((entry.entry_id.parse().ok()?, entry.error.clone())))
             .collect();
-        match response.failed_entries.first() {
-            None => Ok(()),
-            Some(first) => Err(PublishError::Partial {
-                failed,
-                first_error: first.error.clone(),
-            }),
+        match failed {
+            Some(failed) => Err(PublishError::Partial { failed }),
+            None => Err(PublishError::Call(tonic::Status::internal(format!(
+                "the sidecar refused entries it named by unknown ids: {:?}",
+                response.failed_entries
+            )))),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The relay loop: publish pending events in commit order, mark them published once the
 //! sidecar accepted them, back off while the sidecar or broker is down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     EventPublisher, Leadership, OutboxMetrics, OutboxSettings, OutboxStore, PendingEvent,
-    PublishError, StoreError,
+    PublishError, StoreError, bulk_entry_bytes,
 };
 
 pub struct Relay<S, P, L> {
@@ -22,6 +22,8 @@ pub struct Relay<S, P, L> {
     wake: Arc<Notify>,
     settings: OutboxSettings,
     metrics: OutboxMetrics,
+    /// Where the next one-at-a-time search starts in its wave (see `one_at_a_time`).
+    probe_offset: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,13 @@ enum CycleError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The rest went out.
+    #[error("the sidecar refused {refused} events ({parked} parked), e.g. {first_reason}")]
+    Refused {
+        refused: usize,
+        parked: usize,
+        first_reason: String,
+    },
 }
 
 impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
@@ -48,6 +57,7 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
             wake,
             settings,
             metrics,
+            probe_offset: 0,
         }
     }
 
@@ -103,7 +113,7 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                     if backoff.attempt == 1 || backoff.attempt.is_multiple_of(20) {
                         let hint = match &err {
                             CycleError::Publish(err) => err.hint(),
-                            CycleError::Store(_) => None,
+                            CycleError::Store(_) | CycleError::Refused { .. } => None,
                         };
                         tracing::warn!(%err, hint = hint.unwrap_or(""), retry_in = ?delay,
                             attempt = backoff.attempt,
@@ -132,47 +142,48 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
         }
     }
 
-    /// Publishes one batch; returns how many events it held.
+    /// Publishes one batch; returns how many events it held. Events the sidecar refused
+    /// hold back their tasks' later events for the rest of the cycle, count a refusal, and
+    /// are parked at the last one; the cycle then fails, so that the relay backs off.
     async fn cycle(&mut self) -> Result<u64, CycleError> {
         let started = Instant::now();
         let batch = self.store.pending(self.settings.batch_size).await?;
         let count = batch.len() as u64;
         let fetched = started.elapsed();
         let (mut publishing, mut marking) = (Duration::ZERO, Duration::ZERO);
-        for wave in waves(batch) {
-            let seqs: Vec<i64> = wave.iter().map(|e| e.seq).collect();
+        let mut held: HashSet<String> = HashSet::new();
+        let mut refusals = Refusals::default();
+        for wave in waves(batch, self.settings.max_batch_bytes) {
+            let wave: Vec<PendingEvent> = wave
+                .into_iter()
+                .filter(|event| !held.contains(&event.task_id))
+                .collect();
+            if wave.is_empty() {
+                continue;
+            }
             let publish_started = Instant::now();
-            let published = self.publisher.publish(&wave).await;
+            let outcome = self.publish_wave(&wave).await;
             publishing += publish_started.elapsed();
-            match published {
-                Ok(()) => {
-                    let mark_started = Instant::now();
-                    self.store.mark_published(&seqs, chrono::Utc::now()).await?;
-                    marking += mark_started.elapsed();
-                    self.metrics.published.inc_by(seqs.len() as u64);
-                }
-                Err(PublishError::Partial {
-                    failed,
-                    first_error,
-                }) => {
-                    let accepted: Vec<i64> =
-                        seqs.into_iter().filter(|s| !failed.contains(s)).collect();
-                    self.store
-                        .mark_published(&accepted, chrono::Utc::now())
-                        .await?;
-                    self.metrics.published.inc_by(accepted.len() as u64);
-                    self.store.record_attempt(&failed).await?;
-                    // Later waves may hold the next events of a refused one: stop here.
-                    return Err(PublishError::Partial {
-                        failed,
-                        first_error,
-                    }
-                    .into());
-                }
+            let (accepted, refused) = match outcome {
+                Ok(outcome) => outcome,
+                // Nothing tells the events apart: it is the sidecar or the broker. Later
+                // waves may hold the next events of this one's tasks, so stop here.
                 Err(err) => {
-                    self.store.record_attempt(&seqs).await?;
+                    if refusals.count > 0 {
+                        self.handle_refusals(&mut refusals).await?;
+                    }
                     return Err(err.into());
                 }
+            };
+            let mark_started = Instant::now();
+            self.store
+                .mark_published(&accepted, chrono::Utc::now())
+                .await?;
+            marking += mark_started.elapsed();
+            self.metrics.published.inc_by(accepted.len() as u64);
+            for (event, reason) in refused {
+                held.insert(event.task_id.clone());
+                refusals.add(event, reason);
             }
         }
         if count > 0 {
@@ -184,15 +195,138 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                 "outbox batch published"
             );
         }
+        if refusals.count > 0 {
+            return Err(self.handle_refusals(&mut refusals).await?);
+        }
         Ok(count)
+    }
+
+    /// Counts each refusal, parks the events refused `max_attempts` times, and returns the
+    /// error the cycle reports.
+    async fn handle_refusals(&mut self, refusals: &mut Refusals) -> Result<CycleError, StoreError> {
+        let mut parked = 0;
+        let mut counted = Vec::new();
+        for (event, reason) in refusals.events.drain(..) {
+            if event.attempts.saturating_add(1) >= self.settings.max_attempts {
+                self.store
+                    .park(event.seq, &reason, chrono::Utc::now())
+                    .await?;
+                self.metrics.parked_total.inc();
+                parked += 1;
+                tracing::error!(seq = event.seq, event_id = %event.event_id,
+                    task_id = %event.task_id, attempts = event.attempts + 1, %reason,
+                    "the sidecar refused this event too often: parked it; its task's later \
+                     events wait for `task-service outbox retry`");
+            } else {
+                counted.push(event.seq);
+            }
+        }
+        self.store.record_attempt(&counted).await?;
+        Ok(CycleError::Refused {
+            refused: refusals.count,
+            parked,
+            first_reason: std::mem::take(&mut refusals.first_reason),
+        })
+    }
+
+    /// Publishes one wave; returns the events the sidecar accepted and those it refused,
+    /// or the error when nothing tells the events apart.
+    async fn publish_wave(
+        &mut self,
+        wave: &[PendingEvent],
+    ) -> Result<(Vec<i64>, Vec<(PendingEvent, String)>), PublishError> {
+        let seqs = || wave.iter().map(|e| e.seq);
+        match self.publisher.publish(wave).await {
+            Ok(()) => Ok((seqs().collect(), Vec::new())),
+            Err(PublishError::Partial { failed }) if failed.len() < wave.len() => {
+                let reasons: HashMap<i64, String> = failed.into_iter().collect();
+                let (refused, accepted): (Vec<&PendingEvent>, Vec<&PendingEvent>) =
+                    wave.iter().partition(|e| reasons.contains_key(&e.seq));
+                Ok((
+                    accepted.iter().map(|e| e.seq).collect(),
+                    refused
+                        .into_iter()
+                        .map(|e| (e.clone(), reasons.get(&e.seq).cloned().unwrap_or_default()))
+                        .collect(),
+                ))
+            }
+            Err(err) if wave.len() > 1 && err.may_be_about_the_events() => {
+                self.one_at_a_time(wave, err).await
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// After a bulk publish failed whole (Dapr 1.18 fails the call when one entry fails),
+    /// publishes the wave's events one by one to find the refused ones. A refusal counts
+    /// only when the sidecar accepted another event meanwhile: otherwise the broker may be
+    /// down, and an outage must never park anything. Gives up after
+    /// `PROBES_WITHOUT_SUCCESS` refusals in a row with none accepted, starting from a
+    /// different event each time, so that a few bad events at the front do not hide the
+    /// good ones forever.
+    async fn one_at_a_time(
+        &mut self,
+        wave: &[PendingEvent],
+        bulk_error: PublishError,
+    ) -> Result<(Vec<i64>, Vec<(PendingEvent, String)>), PublishError> {
+        let start = self.probe_offset % wave.len();
+        self.probe_offset = self.probe_offset.wrapping_add(1);
+        let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+        for event in wave[start..].iter().chain(&wave[..start]) {
+            match self.publisher.publish(std::slice::from_ref(event)).await {
+                Ok(()) => accepted.push(event.seq),
+                Err(err) if !err.may_be_about_the_events() => {
+                    return if accepted.is_empty() {
+                        Err(err)
+                    } else {
+                        // What was accepted is marked; the rest waits for the next cycle.
+                        Ok((accepted, refused))
+                    };
+                }
+                Err(err) => {
+                    refused.push((event.clone(), err.reason()));
+                    if accepted.is_empty() && refused.len() >= PROBES_WITHOUT_SUCCESS {
+                        return Err(bulk_error);
+                    }
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return Err(bulk_error);
+        }
+        Ok((accepted, refused))
+    }
+}
+
+/// Single publishes refused in a row, none accepted, after which the relay takes a failed
+/// bulk publish for an outage rather than for bad events.
+const PROBES_WITHOUT_SUCCESS: usize = 3;
+
+/// Events the sidecar refused in this cycle, with its reasons.
+#[derive(Debug, Default)]
+struct Refusals {
+    events: Vec<(PendingEvent, String)>,
+    count: usize,
+    first_reason: String,
+}
+
+impl Refusals {
+    fn add(&mut self, event: PendingEvent, reason: String) {
+        if self.count == 0 {
+            self.first_reason.clone_from(&reason);
+        }
+        self.count += 1;
+        self.events.push((event, reason));
     }
 }
 
 /// Splits a batch (in commit order) into waves that hold at most one event per task, each
 /// wave's events later than the previous wave's events of the same task. Waves go out one
 /// after the other, so one task's events are published in order even though daprd may
-/// publish the entries of one bulk request concurrently.
-fn waves(batch: Vec<PendingEvent>) -> Vec<Vec<PendingEvent>> {
+/// publish the entries of one bulk request concurrently. A wave larger than `max_bytes`
+/// (`bulk_entry_bytes`) is cut into requests that are not; one event larger than that
+/// goes alone (the API refuses to write such events, but a lowered limit may find some).
+fn waves(batch: Vec<PendingEvent>, max_bytes: usize) -> Vec<Vec<PendingEvent>> {
     let mut waves: Vec<Vec<PendingEvent>> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for event in batch {
@@ -203,7 +337,24 @@ fn waves(batch: Vec<PendingEvent>) -> Vec<Vec<PendingEvent>> {
         waves[*index].push(event);
         *index += 1;
     }
-    waves
+    let mut requests = Vec::with_capacity(waves.len());
+    for wave in waves {
+        let mut request = Vec::new();
+        let mut bytes = 0;
+        for event in wave {
+            let size = bulk_entry_bytes(&event.payload, &event.task_id);
+            if !request.is_empty() && bytes + size > max_bytes {
+                requests.push(std::mem::take(&mut request));
+                bytes = 0;
+            }
+            bytes += size;
+            request.push(event);
+        }
+        if !request.is_empty() {
+            requests.push(request);
+        }
+    }
+    requests
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -279,6 +430,9 @@ async fn housekeeping(
                         .backlog
                         .set(i64::try_from(backlog.events).unwrap_or(i64::MAX));
                     oldest = backlog.oldest;
+                    metrics
+                        .parked
+                        .set(i64::try_from(backlog.parked).unwrap_or(i64::MAX));
                 }
                 Err(err) => tracing::debug!(%err, "cannot read the outbox backlog"),
             }
@@ -318,7 +472,12 @@ mod tests {
             event_id: format!("e{seq}"),
             task_id: task.to_owned(),
             payload: "{}".to_owned(),
+            attempts: 0,
         }
+    }
+
+    fn seqs(events: &[PendingEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.seq).collect()
     }
 
     #[test]
@@ -331,11 +490,32 @@ mod tests {
             event(5, "c"),
             event(6, "b"),
         ];
-        let seqs: Vec<Vec<i64>> = waves(batch)
-            .iter()
-            .map(|w| w.iter().map(|e| e.seq).collect())
-            .collect();
-        assert_eq!(seqs, vec![vec![1, 2, 5], vec![3, 6], vec![4]]);
+        let waves: Vec<Vec<i64>> = waves(batch, usize::MAX).iter().map(|w| seqs(w)).collect();
+        assert_eq!(waves, vec![vec![1, 2, 5], vec![3, 6], vec![4]]);
+    }
+
+    #[test]
+    fn requests_stay_within_the_byte_limit() {
+        let sized = |seq, task: &str, bytes| PendingEvent {
+            payload: "x".repeat(bytes),
+            ..event(seq, task)
+        };
+        let per = |bytes| bulk_entry_bytes(&"x".repeat(bytes), "a");
+        let batch = vec![
+            sized(1, "a", 100),
+            sized(2, "b", 100),
+            sized(3, "c", 100),
+            sized(4, "a", 100),
+            // Larger than the limit by itself: alone in its request.
+            sized(5, "d", 1000),
+            sized(6, "e", 100),
+        ];
+        let limit = per(100) * 2;
+        let requests: Vec<Vec<i64>> = waves(batch, limit).iter().map(|w| seqs(w)).collect();
+        assert_eq!(
+            requests,
+            vec![vec![1, 2], vec![3], vec![5], vec![6], vec![4]]
+        );
     }
 
     #[test]
@@ -353,6 +533,7 @@ mod tests {
     #[derive(Default)]
     struct FakeStore {
         rows: Mutex<Vec<(PendingEvent, bool)>>,
+        parked: Mutex<Vec<(PendingEvent, String)>>,
         /// How long counting the backlog takes, and how often it was counted.
         count_takes: Duration,
         counts: Mutex<u32>,
@@ -361,10 +542,17 @@ mod tests {
     #[async_trait]
     impl OutboxStore for Arc<FakeStore> {
         async fn pending(&self, limit: u64) -> Result<Vec<PendingEvent>, StoreError> {
+            let held: HashSet<String> = self
+                .parked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(e, _)| e.task_id.clone())
+                .collect();
             let rows = self.rows.lock().unwrap();
             Ok(rows
                 .iter()
-                .filter(|(_, published)| !published)
+                .filter(|(e, published)| !published && !held.contains(&e.task_id))
                 .take(limit as usize)
                 .map(|(e, _)| e.clone())
                 .collect())
@@ -377,7 +565,20 @@ mod tests {
             }
             Ok(())
         }
-        async fn record_attempt(&self, _: &[i64]) -> Result<(), StoreError> {
+        async fn record_attempt(&self, seqs: &[i64]) -> Result<(), StoreError> {
+            for (e, _) in self.rows.lock().unwrap().iter_mut() {
+                if seqs.contains(&e.seq) {
+                    e.attempts += 1;
+                }
+            }
+            Ok(())
+        }
+        async fn park(&self, seq: i64, reason: &str, _: DateTime<Utc>) -> Result<(), StoreError> {
+            let mut rows = self.rows.lock().unwrap();
+            if let Some(index) = rows.iter().position(|(e, _)| e.seq == seq) {
+                let (event, _) = rows.remove(index);
+                self.parked.lock().unwrap().push((event, reason.to_owned()));
+            }
             Ok(())
         }
         async fn prune(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -390,20 +591,48 @@ mod tests {
         }
     }
 
-    /// Refuses the first `fail_calls` calls, and every entry of task "poison".
+    impl FakeStore {
+        fn with(events: Vec<PendingEvent>) -> Arc<Self> {
+            let store = Arc::new(Self::default());
+            *store.rows.lock().unwrap() = events.into_iter().map(|e| (e, false)).collect();
+            store
+        }
+
+        fn pending_seqs(&self) -> Vec<i64> {
+            let rows = self.rows.lock().unwrap();
+            rows.iter()
+                .filter(|(_, p)| !p)
+                .map(|(e, _)| e.seq)
+                .collect()
+        }
+
+        fn parked_seqs(&self) -> Vec<i64> {
+            let mut seqs: Vec<i64> = self
+                .parked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(e, _)| e.seq)
+                .collect();
+            seqs.sort_unstable();
+            seqs
+        }
+    }
+
+    /// Refuses the first `fail_calls` calls (sidecar down), and every event of a task
+    /// named "poison...": in a bulk call, like Dapr 1.18 (the whole call fails), or with
+    /// per-entry failures when `partial` is set.
     #[derive(Default)]
     struct FakePublisher {
         calls: Mutex<Vec<Vec<i64>>>,
         fail_calls: Mutex<usize>,
+        partial: bool,
     }
 
     #[async_trait]
     impl EventPublisher for Arc<FakePublisher> {
         async fn publish(&self, events: &[PendingEvent]) -> Result<(), PublishError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(events.iter().map(|e| e.seq).collect());
+            self.calls.lock().unwrap().push(seqs(events));
             let mut fail = self.fail_calls.lock().unwrap();
             if *fail > 0 {
                 *fail -= 1;
@@ -411,18 +640,19 @@ mod tests {
                     "sidecar down",
                 )));
             }
-            let failed: Vec<i64> = events
+            let failed: Vec<(i64, String)> = events
                 .iter()
-                .filter(|e| e.task_id == "poison")
-                .map(|e| e.seq)
+                .filter(|e| e.task_id.starts_with("poison"))
+                .map(|e| (e.seq, "too large".to_owned()))
                 .collect();
             if failed.is_empty() {
                 Ok(())
+            } else if self.partial {
+                Err(PublishError::Partial { failed })
             } else {
-                Err(PublishError::Partial {
-                    failed,
-                    first_error: "too large".into(),
-                })
+                Err(PublishError::Call(tonic::Status::internal(
+                    "error when publish to topic: too large",
+                )))
             }
         }
     }
@@ -449,10 +679,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_calls_leave_events_pending_and_they_go_out_after_recovery() {
-        let store = Arc::new(FakeStore::default());
-        *store.rows.lock().unwrap() = (1..=5)
-            .map(|s| (event(s, &format!("t{s}")), false))
-            .collect();
+        let store = FakeStore::with((1..=5).map(|s| event(s, &format!("t{s}"))).collect());
         let publisher = Arc::new(FakePublisher::default());
         *publisher.fail_calls.lock().unwrap() = 2;
         let mut relay = relay(&store, &publisher);
@@ -463,33 +690,124 @@ mod tests {
         assert_eq!(relay.cycle().await.unwrap(), 3);
         assert_eq!(relay.cycle().await.unwrap(), 2);
         assert!(store.pending(10).await.unwrap().is_empty());
+        assert!(
+            store
+                .rows
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(e, _)| e.attempts == 0),
+            "an outage counts no refusal"
+        );
     }
 
     #[tokio::test]
     async fn a_refused_entry_holds_back_its_tasks_later_events_only() {
-        let store = Arc::new(FakeStore::default());
-        *store.rows.lock().unwrap() = vec![
-            (event(1, "poison"), false),
-            (event(2, "ok"), false),
-            (event(3, "poison"), false),
-        ];
+        for partial in [true, false] {
+            let store =
+                FakeStore::with(vec![event(1, "poison"), event(2, "ok"), event(3, "poison")]);
+            let publisher = Arc::new(FakePublisher {
+                partial,
+                ..FakePublisher::default()
+            });
+            let mut relay = relay(&store, &publisher);
+
+            assert!(relay.cycle().await.is_err());
+            assert_eq!(
+                store.pending_seqs(),
+                vec![1, 3],
+                "the good event went out, the poison task waits"
+            );
+            let calls = publisher.calls.lock().unwrap().clone();
+            if partial {
+                assert_eq!(calls, vec![vec![1, 2]]);
+            } else {
+                // The bulk call failed whole; one at a time found the refused event.
+                assert_eq!(calls, vec![vec![1, 2], vec![1], vec![2]]);
+            }
+            assert_eq!(store.rows.lock().unwrap()[0].0.attempts, 1);
+            assert_eq!(store.rows.lock().unwrap()[2].0.attempts, 0);
+        }
+    }
+
+    /// Another task's event, so that each cycle has one the sidecar accepts.
+    fn add_good_event(store: &FakeStore) {
+        let mut rows = store.rows.lock().unwrap();
+        let seq = rows.iter().map(|(e, _)| e.seq).max().unwrap_or(0) + 1;
+        rows.push((event(seq, &format!("good{seq}")), false));
+    }
+
+    #[tokio::test]
+    async fn an_event_refused_max_attempts_times_is_parked_and_the_rest_flow_on() {
+        let store = FakeStore::with(vec![event(1, "poison"), event(2, "a"), event(3, "poison")]);
         let publisher = Arc::new(FakePublisher::default());
         let mut relay = relay(&store, &publisher);
+        relay.settings.batch_size = 10;
+        relay.settings.max_attempts = 3;
+        let metrics = relay.metrics.clone();
 
-        assert!(relay.cycle().await.is_err());
-        let pending: Vec<i64> = store
-            .pending(10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        for parked in [0, 0, 1] {
+            add_good_event(&store);
+            match relay.cycle().await {
+                Err(CycleError::Refused { parked: p, .. }) => assert_eq!(p, parked),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(store.parked_seqs(), vec![1]);
         assert_eq!(
-            pending,
-            vec![1, 3],
-            "the good event went out, the poison task waits"
+            store.parked.lock().unwrap()[0].1,
+            "Internal: error when publish to topic: too large"
         );
-        assert_eq!(*publisher.calls.lock().unwrap(), vec![vec![1, 2]]);
+        assert_eq!(metrics.parked_total.get(), 1);
+        // Everyone else went out; the parked event's later event waits behind it.
+        assert_eq!(store.pending_seqs(), vec![3]);
+        assert_eq!(relay.cycle().await.unwrap(), 0);
+        assert!(store.pending(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_outage_parks_nothing() {
+        // Every event refused, none accepted: indistinguishable from a broker that is
+        // down, so no refusal counts however often it happens.
+        let store = FakeStore::with((1..=5).map(|s| event(s, &format!("poison{s}"))).collect());
+        let publisher = Arc::new(FakePublisher::default());
+        let mut all_bad = relay(&store, &publisher);
+        all_bad.settings.max_attempts = 1;
+        for _ in 0..10 {
+            assert!(matches!(all_bad.cycle().await, Err(CycleError::Publish(_))));
+        }
+        assert!(store.parked_seqs().is_empty());
+        assert!(
+            store
+                .rows
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(e, _)| e.attempts == 0)
+        );
+        // A lone event is never singled out either.
+        let store = FakeStore::with(vec![event(1, "poison")]);
+        let mut alone = relay(&store, &publisher);
+        alone.settings.max_attempts = 1;
+        assert!(alone.cycle().await.is_err());
+        assert!(store.parked_seqs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_events_at_the_front_do_not_hide_the_good_ones() {
+        // More refused events at the front of a wave than one search tries: later
+        // searches start further on, find a good one, and then the refusals count.
+        let store = FakeStore::with((1..=4).map(|s| event(s, &format!("poison{s}"))).collect());
+        let publisher = Arc::new(FakePublisher::default());
+        let mut relay = relay(&store, &publisher);
+        relay.settings.batch_size = 10;
+        relay.settings.max_attempts = 2;
+        for _ in 0..20 {
+            add_good_event(&store);
+            let _ = relay.cycle().await;
+        }
+        assert_eq!(store.parked_seqs(), vec![1, 2, 3, 4]);
+        assert_eq!(store.pending_seqs(), Vec::<i64>::new());
     }
 
     #[tokio::test]

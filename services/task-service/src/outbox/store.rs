@@ -4,12 +4,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
+use serde::Serialize;
 
 use super::{Backlog, OutboxStore, PendingEvent, StoreError};
-use crate::store::outbox_entity::{Column, Entity};
+use crate::store::outbox_entity::{self, Column, Entity};
+use crate::store::outbox_parked_entity as parked;
 
 /// Rows deleted by one pruning statement.
 const PRUNE_BATCH: u64 = 10_000;
@@ -36,8 +38,14 @@ struct BacklogRow {
 #[async_trait]
 impl OutboxStore for SeaOutbox {
     async fn pending(&self, limit: u64) -> Result<Vec<PendingEvent>, StoreError> {
+        // NOT IN over the parked table, which is empty or nearly so.
+        let held = sea_orm::sea_query::Query::select()
+            .column(parked::Column::TaskId)
+            .from(parked::Entity)
+            .to_owned();
         Ok(Entity::find()
             .filter(Column::PublishedAt.is_null())
+            .filter(Column::TaskId.not_in_subquery(held))
             .order_by_asc(Column::Seq)
             .limit(limit)
             .all(&self.db)
@@ -48,6 +56,7 @@ impl OutboxStore for SeaOutbox {
                 event_id: row.event_id,
                 task_id: row.task_id,
                 payload: row.payload,
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
             })
             .collect())
     }
@@ -73,6 +82,30 @@ impl OutboxStore for SeaOutbox {
             .filter(Column::Seq.is_in(seqs.iter().copied()))
             .exec(&self.db)
             .await?;
+        Ok(())
+    }
+
+    async fn park(&self, seq: i64, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        let Some(row) = Entity::find_by_id(seq).one(&txn).await? else {
+            // Published or parked meanwhile (another replica led for a moment).
+            return Ok(());
+        };
+        parked::Entity::insert(parked::ActiveModel {
+            seq: Set(row.seq),
+            event_id: Set(row.event_id),
+            task_id: Set(row.task_id),
+            event_type: Set(row.event_type),
+            payload: Set(row.payload),
+            created_at: Set(row.created_at),
+            attempts: Set(row.attempts.saturating_add(1)),
+            reason: Set(reason.to_owned()),
+            parked_at: Set(now.timestamp_micros()),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        Entity::delete_by_id(seq).exec(&txn).await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -112,9 +145,89 @@ impl OutboxStore for SeaOutbox {
             .into_model::<BacklogRow>()
             .one(&self.db)
             .await?;
+        let parked = parked::Entity::find().count(&self.db).await?;
         Ok(row.map_or_else(Backlog::default, |row| Backlog {
             events: u64::try_from(row.events).unwrap_or(0),
             oldest: row.oldest.and_then(DateTime::from_timestamp_micros),
+            parked,
         }))
+    }
+}
+
+/// A parked event, as `task-service outbox parked` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub task_id: String,
+    pub event_type: String,
+    pub attempts: i32,
+    /// The sidecar's last refusal.
+    pub reason: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub parked_at: Option<DateTime<Utc>>,
+}
+
+/// What an operator does with parked events.
+impl SeaOutbox {
+    /// Every parked event, oldest first.
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
+        Ok(parked::Entity::find()
+            .order_by_asc(parked::Column::Seq)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| ParkedEvent {
+                seq: row.seq,
+                event_id: row.event_id,
+                task_id: row.task_id,
+                event_type: row.event_type,
+                attempts: row.attempts,
+                reason: row.reason,
+                created_at: DateTime::from_timestamp_micros(row.created_at),
+                parked_at: DateTime::from_timestamp_micros(row.parked_at),
+            })
+            .collect())
+    }
+
+    /// Puts one parked event (by `seq` or event id) back in the outbox, in its old place
+    /// and with no refusals counted; its task's later events follow it. Returns whether
+    /// it was parked.
+    pub async fn retry(&self, id: &str) -> Result<bool, StoreError> {
+        let select = match id.parse::<i64>() {
+            Ok(seq) => parked::Entity::find_by_id(seq),
+            Err(_) => parked::Entity::find().filter(parked::Column::EventId.eq(id)),
+        };
+        Ok(self.put_back(select).await? > 0)
+    }
+
+    /// Puts every parked event back; returns how many.
+    pub async fn retry_all(&self) -> Result<u64, StoreError> {
+        self.put_back(parked::Entity::find()).await
+    }
+
+    async fn put_back(&self, select: sea_orm::Select<parked::Entity>) -> Result<u64, StoreError> {
+        let txn = self.db.begin().await?;
+        let rows = select.all(&txn).await?;
+        let count = rows.len() as u64;
+        for row in rows {
+            let seq = row.seq;
+            // The old `seq`, below the sequence's current value: no new row can take it.
+            Entity::insert(outbox_entity::ActiveModel {
+                seq: Set(row.seq),
+                event_id: Set(row.event_id),
+                task_id: Set(row.task_id),
+                event_type: Set(row.event_type),
+                payload: Set(row.payload),
+                created_at: Set(row.created_at),
+                published_at: Set(None),
+                attempts: Set(0),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+            parked::Entity::delete_by_id(seq).exec(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(count)
     }
 }

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_tasks::Migration),
             Box::new(m20261124_000002_create_outbox::Migration),
+            Box::new(m20261203_000003_create_outbox_parked::Migration),
         ]
     }
 }
@@ -47,6 +48,20 @@ enum Outbox {
     CreatedAt,
     PublishedAt,
     Attempts,
+}
+
+#[derive(DeriveIden)]
+enum OutboxParked {
+    Table,
+    Seq,
+    EventId,
+    TaskId,
+    EventType,
+    Payload,
+    CreatedAt,
+    Attempts,
+    Reason,
+    ParkedAt,
 }
 
 // `MigrationTrait` is declared with an elided `SchemaManager` lifetime; naming it here
@@ -175,6 +190,64 @@ mod m20261124_000002_create_outbox {
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             manager
                 .drop_table(Table::drop().table(Outbox::Table).to_owned())
+                .await
+        }
+    }
+}
+
+/// Events the sidecar refused too often, set aside so that the rest flow on (see
+/// `outbox::relay`). A new table, so it migrates a database with data in it as it does an
+/// empty one.
+#[allow(elided_lifetimes_in_paths)]
+mod m20261203_000003_create_outbox_parked {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261203_000003_create_outbox_parked"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(OutboxParked::Table)
+                        .if_not_exists()
+                        // The row's `seq` in `outbox`, kept so that a retried event goes back
+                        // in its place, before its task's later events.
+                        .col(big_integer(OutboxParked::Seq).primary_key())
+                        .col(string(OutboxParked::EventId).string_len(36).unique_key())
+                        .col(string(OutboxParked::TaskId).string_len(36))
+                        .col(string(OutboxParked::EventType).string_len(64))
+                        .col(text(OutboxParked::Payload))
+                        .col(big_integer(OutboxParked::CreatedAt))
+                        .col(integer(OutboxParked::Attempts))
+                        .col(text(OutboxParked::Reason))
+                        .col(big_integer(OutboxParked::ParkedAt))
+                        .to_owned(),
+                )
+                .await?;
+            // The relay's scan holds back the later events of every parked task.
+            manager
+                .create_index(
+                    Index::create()
+                        .name("idx_outbox_parked_task")
+                        .table(OutboxParked::Table)
+                        .col(OutboxParked::TaskId)
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(OutboxParked::Table).to_owned())
                 .await
         }
     }

@@ -4,6 +4,7 @@ mod batch;
 mod entity;
 pub mod migration;
 pub(crate) mod outbox_entity;
+pub(crate) mod outbox_parked_entity;
 mod sea;
 
 use async_trait::async_trait;

@@ -18,6 +18,8 @@ pub struct Model {
     pub payload: String,
     pub created_at: i64,
     pub published_at: Option<i64>,
+    /// Times the sidecar refused this event on its own while it accepted others (outages
+    /// do not count): at `TASKMESH_OUTBOX_MAX_ATTEMPTS` the row moves to `outbox_parked`.
     pub attempts: i32,
 }
 

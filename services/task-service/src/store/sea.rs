@@ -35,6 +35,8 @@ pub struct SeaTaskStore {
     outbox_wake: Arc<Notify>,
     /// Tasks one owner may have.
     max_tasks_per_owner: u64,
+    /// The largest event the relay may send (`outbox::bulk_entry_bytes`).
+    max_event_bytes: usize,
 }
 
 impl SeaTaskStore {
@@ -45,7 +47,32 @@ impl SeaTaskStore {
             db,
             outbox_wake,
             max_tasks_per_owner: u64::MAX,
+            max_event_bytes: usize::MAX,
         }
+    }
+
+    /// Refuses a change whose event would be larger than the relay may send to its
+    /// sidecar (`TASKMESH_OUTBOX_MAX_BATCH_BYTES`): better INVALID_ARGUMENT now than an
+    /// event the sidecar refuses after the change committed.
+    #[must_use]
+    pub fn with_max_event_bytes(mut self, max: usize) -> Self {
+        self.max_event_bytes = max;
+        self
+    }
+
+    fn check_event_size(&self, event: &EventRow) -> Result<(), ApiError> {
+        let bytes = crate::outbox::bulk_entry_bytes(&event.payload, &event.task_id);
+        if bytes > self.max_event_bytes {
+            return Err(ApiError::invalid(
+                "task",
+                format!(
+                    "the task's event would take {bytes} bytes, more than the {} its events \
+                     may have; shorten the description",
+                    self.max_event_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses a new task to an owner who has `max` already.
@@ -101,7 +128,14 @@ impl SeaTaskStore {
     /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
     /// change commits.
     async fn record(&self, txn: &DatabaseTransaction, event: TaskEvent) -> Result<(), ApiError> {
-        outbox_entity::Entity::insert(outbox_row(event)?.into_active())
+        let row = outbox_row(event)?;
+        // A deletion is never refused for its size: its event only repeats the task as it
+        // was, and the relay still gets it out alone in its own request if the limit has
+        // been lowered since (or parks it, when the sidecar refuses it).
+        if row.event_type != taskmesh_shared::events::TaskEventKind::Deleted.event_type() {
+            self.check_event_size(&row)?;
+        }
+        outbox_entity::Entity::insert(row.into_active())
             .exec_without_returning(txn)
             .await
             .map_err(db_error)?;
@@ -183,6 +217,7 @@ impl TaskStore for SeaTaskStore {
         let row = row.try_into_model().map_err(ApiError::internal)?;
 
         let event = outbox_row(events::changed(ChangeKind::Created, None, &task))?;
+        self.check_event_size(&event)?;
         let inserted = self.insert_with_event(row, event).await;
         match inserted {
             Ok(()) => Ok(task),
