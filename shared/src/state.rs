@@ -67,13 +67,15 @@ pub trait StateStore: Send + Sync + 'static {
         Ok(found)
     }
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<(), StateError>;
-    /// `put` of a record the store removes after `ttl` (Dapr's `ttlInSeconds`).
+    /// `put` with a lifetime (Dapr's `ttlInSeconds`): the store removes the record after
+    /// `Some(ttl)`; `None` keeps it for good, clearing a TTL an earlier write set (a plain
+    /// `put` leaves that TTL running).
     async fn put_expiring(
         &self,
         key: &str,
         value: Vec<u8>,
         expect: Expect,
-        ttl: std::time::Duration,
+        ttl: Option<std::time::Duration>,
     ) -> Result<(), StateError>;
     async fn delete(&self, key: &str, expect: Expect) -> Result<(), StateError>;
 }
@@ -219,9 +221,10 @@ impl StateStore for DaprStateStore {
         key: &str,
         value: Vec<u8>,
         expect: Expect,
-        ttl: std::time::Duration,
+        ttl: Option<std::time::Duration>,
     ) -> Result<(), StateError> {
-        let secs = ttl.as_secs().max(1).to_string();
+        // -1: no expiry (Dapr's Redis store then PERSISTs the key).
+        let secs = ttl.map_or_else(|| "-1".to_owned(), |ttl| ttl.as_secs().max(1).to_string());
         self.save(
             key,
             value,
@@ -350,13 +353,14 @@ impl StateStore for MemoryStateStore {
         key: &str,
         value: Vec<u8>,
         expect: Expect,
-        ttl: std::time::Duration,
+        ttl: Option<std::time::Duration>,
     ) -> Result<(), StateError> {
         self.put(key, value, expect).await?;
-        self.ttls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_owned(), ttl);
+        let mut ttls = self.ttls.lock().unwrap_or_else(|e| e.into_inner());
+        match ttl {
+            Some(ttl) => ttls.insert(key.to_owned(), ttl),
+            None => ttls.remove(key),
+        };
         Ok(())
     }
 

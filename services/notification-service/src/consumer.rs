@@ -17,6 +17,12 @@ use crate::records::{Change, decode, inbox_key, prefs_key, task_key};
 use crate::reminder::TaskRecord;
 use crate::reminders::{Reminders, local_time};
 
+/// How long the record of a completed or deleted task is kept. It stays that long because
+/// it is the version mark: a late redelivery of an older event must still find it, or it
+/// would bring the task back to life (a job, a reminder). A reopened task's record is kept
+/// for good again.
+pub const INACTIVE_RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 pub struct TaskEventConsumer<S> {
     kind: TaskEventKind,
     reminders: Arc<Reminders<S>>,
@@ -95,7 +101,8 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
                     previous => {
                         let had_job = previous.as_ref().is_some_and(|p| p.due_time.is_some());
                         let record = TaskRecord::after(previous.as_ref(), self.kind, &event);
-                        Change::Write(record.clone(), Seen::New { record, had_job })
+                        let lifetime = (!record.active).then_some(INACTIVE_RECORD_TTL);
+                        Change::WriteFor(record.clone(), lifetime, Seen::New { record, had_job })
                     }
                 },
             )

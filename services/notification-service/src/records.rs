@@ -92,15 +92,20 @@ impl<S: StateStore> Records<S> {
                 None => self.store.get(key).await?,
             };
             let (current, expect) = decode(key, stored)?;
-            let (value, result) = match change(current) {
+            let (value, lifetime, result) = match change(current) {
                 Change::Keep(result) => return Ok(result),
-                Change::Write(value, result) => (value, result),
+                Change::Write(value, result) => (value, None, result),
+                Change::WriteFor(value, lifetime, result) => (value, Some(lifetime), result),
             };
             let bytes = serde_json::to_vec(&value).map_err(|source| RecordError::Corrupt {
                 key: key.to_owned(),
                 source,
             })?;
-            match self.store.put(key, bytes, expect).await {
+            let written = match lifetime {
+                None => self.store.put(key, bytes, expect).await,
+                Some(ttl) => self.store.put_expiring(key, bytes, expect, ttl).await,
+            };
+            match written {
                 Ok(()) => return Ok(result),
                 Err(StateError::Conflict) => {
                     self.metrics.conflicts.inc();
@@ -147,6 +152,8 @@ pub fn decode<T: DeserializeOwned>(
 pub enum Change<T, R> {
     /// Nothing to write; return `R`.
     Keep(R),
-    /// Write `T`, then return `R`.
+    /// Write `T` (its lifetime as it was), then return `R`.
     Write(T, R),
+    /// Write `T` to expire after `Some(ttl)`, or to stay for good (`None`), then return `R`.
+    WriteFor(T, Option<std::time::Duration>, R),
 }

@@ -297,7 +297,7 @@ impl<S: StateStore> Reminders<S> {
         let claimed = self
             .records
             .store()
-            .put_expiring(&key, b"1".to_vec(), Expect::Absent, SENT_CLAIM_TTL)
+            .put_expiring(&key, b"1".to_vec(), Expect::Absent, Some(SENT_CLAIM_TTL))
             .await;
         match claimed {
             Ok(()) => Ok(true),

@@ -217,6 +217,30 @@ async fn a_job_fired_twice_at_once_mails_and_posts_once() {
     }
 }
 
+/// A completed or deleted task's record expires (30 days: long enough to stay the version
+/// mark for late redeliveries); reopened, it is kept for good again.
+#[tokio::test]
+async fn records_of_finished_tasks_expire() {
+    let h = harness();
+    let id = Uuid::now_v7();
+    let key = format!("task:{id}");
+    let month = Some(std::time::Duration::from_secs(30 * 24 * 3600));
+    let due = Some(Utc::now() + Duration::days(3));
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, due))
+        .await;
+    assert_eq!(h.store.ttl_of(&key), None);
+    let mut done = task(id, 2, due);
+    done.task.completed = true;
+    h.deliver(TaskEventKind::Completed, "e2", &done).await;
+    assert_eq!(h.store.ttl_of(&key), month);
+    h.deliver(TaskEventKind::Reopened, "e3", &task(id, 3, due))
+        .await;
+    assert_eq!(h.store.ttl_of(&key), None, "reopened: kept for good");
+    h.deliver(TaskEventKind::Deleted, "e4", &task(id, 4, due))
+        .await;
+    assert_eq!(h.store.ttl_of(&key), month);
+}
+
 #[tokio::test]
 async fn completing_or_deleting_cancels_and_a_late_job_does_nothing() {
     let h = harness();
