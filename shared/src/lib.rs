@@ -12,6 +12,7 @@ pub mod grpc_metrics;
 pub mod metrics;
 pub mod net;
 pub mod occurrence;
+pub mod records;
 pub mod recurrence;
 pub mod shutdown;
 pub mod sidecar;

@@ -7,12 +7,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use taskmesh_shared::callback::{Delivery, Outcome, TopicHandler};
 use taskmesh_shared::events::{TaskEventData, TaskEventKind};
-use taskmesh_shared::state::{Expect, StateError, StateStore};
+use taskmesh_shared::records::{Change, Records};
+use taskmesh_shared::state::StateStore;
 
 use crate::stats::UserStats;
-
-/// Writers racing on one user's record retry this often before asking for redelivery.
-const MAX_CONFLICTS: usize = 32;
 
 pub fn stats_key(user_id: &str) -> String {
     format!("stats:{user_id}")
@@ -49,57 +47,43 @@ impl ConsumerMetrics {
 }
 
 pub struct StatsConsumer<S> {
-    store: Arc<S>,
+    records: Records<S>,
     metrics: ConsumerMetrics,
 }
 
 impl<S: StateStore> StatsConsumer<S> {
     pub fn new(store: Arc<S>, metrics: ConsumerMetrics) -> Self {
-        Self { store, metrics }
+        Self {
+            records: Records::new(store, metrics.conflicts.clone()),
+            metrics,
+        }
     }
 
     async fn apply(&self, kind: TaskEventKind, data: &TaskEventData) -> Outcome {
-        let key = stats_key(&data.owner_id);
-        for _ in 0..MAX_CONFLICTS {
-            let read = match self.store.get(&key).await {
-                Ok(read) => read,
-                Err(err) => return Outcome::Retry(err.to_string()),
-            };
-            let mut stats: UserStats = match &read {
-                None => UserStats::default(),
-                Some(stored) => match serde_json::from_slice(&stored.value) {
-                    Ok(stats) => stats,
-                    // Our own record is unreadable: not the event's fault, so no DROP; the
-                    // resiliency policy retries and an operator sees it in the logs.
-                    Err(err) => return Outcome::Retry(format!("stored {key} is corrupt: {err}")),
-                },
-            };
-            if !stats.apply(kind, data) {
+        let applied = self
+            .records
+            .update(&stats_key(&data.owner_id), |stats: Option<UserStats>| {
+                let mut stats = stats.unwrap_or_default();
+                if stats.apply(kind, data) {
+                    Change::Write(stats, true)
+                } else {
+                    Change::Keep(false)
+                }
+            })
+            .await;
+        match applied {
+            Ok(true) => {
+                self.metrics.applied.inc();
+                Outcome::Success
+            }
+            Ok(false) => {
                 self.metrics.duplicates.inc();
-                return Outcome::Success;
+                Outcome::Success
             }
-            let value = match serde_json::to_vec(&stats) {
-                Ok(value) => value,
-                Err(err) => return Outcome::Retry(err.to_string()),
-            };
-            match self
-                .store
-                .put(&key, value, Expect::from_read(read.as_ref()))
-                .await
-            {
-                Ok(()) => {
-                    self.metrics.applied.inc();
-                    return Outcome::Success;
-                }
-                Err(StateError::Conflict) => {
-                    self.metrics.conflicts.inc();
-                }
-                Err(err) => return Outcome::Retry(err.to_string()),
-            }
+            // A corrupt record of ours is not the event's fault either, so no DROP: the
+            // resiliency policy retries and an operator sees it in the logs.
+            Err(err) => Outcome::Retry(err.to_string()),
         }
-        Outcome::Retry(format!(
-            "{key} kept changing under {MAX_CONFLICTS} attempts"
-        ))
     }
 }
 
