@@ -203,7 +203,13 @@ impl Application {
                     })
                 };
                 let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
-                Some(ServerTlsConfig::new().identity(identity))
+                let tls = ServerTlsConfig::new().identity(identity);
+                // Parses the certificate and key now, so that a bad pair stops the start
+                // with its reason instead of the first connection.
+                Server::builder()
+                    .tls_config(tls.clone())
+                    .map_err(StartError::Tls)?;
+                Some(tls)
             }
             None => None,
         };

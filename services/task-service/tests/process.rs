@@ -69,6 +69,34 @@ fn refuses_to_start_without_a_secret() {
 }
 
 #[test]
+fn an_unusable_certificate_stops_the_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let out = command(free_port().unwrap(), &dir.path().join("t.db"))
+        .env("TASKMESH_JWT_SECRET", SECRET)
+        .env("TASKMESH_TLS_CERT", &cert)
+        .env("TASKMESH_TLS_KEY", &key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("TLS certificate and key are not usable"),
+        "{stderr}"
+    );
+    let missing = command(free_port().unwrap(), &dir.path().join("t.db"))
+        .env("TASKMESH_JWT_SECRET", SECRET)
+        .env("TASKMESH_TLS_CERT", dir.path().join("nope.crt"))
+        .env("TASKMESH_TLS_KEY", &key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("nope.crt"), "{stderr}");
+}
+
+#[test]
 fn dev_mode_says_so_loudly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().unwrap();
