@@ -54,10 +54,14 @@ impl RateLimiter {
                 buckets.clear();
             }
         }
-        let bucket = buckets.entry(user.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // A known user costs a lookup; only a new one is cloned into the map.
+        let bucket = match buckets.get_mut(user) {
+            Some(bucket) => bucket,
+            None => buckets.entry(user.clone()).or_insert(Bucket {
+                tokens: self.burst,
+                at: now,
+            }),
+        };
         let tokens = refill(bucket);
         if tokens >= 1.0 {
             *bucket = Bucket {
