@@ -130,6 +130,20 @@ pub struct DaprdOptions {
     pub grpc_port: Option<u16>,
     /// A fixed HTTP port (for `just up`, so that curl commands in the README work).
     pub http_port: Option<u16>,
+    /// The largest request the sidecar accepts (`--max-body-size`); `MAX_BODY_BYTES`
+    /// when `None`.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// What the harness's sidecars accept, passed explicitly as the chart does
+/// (`dapr.io/max-body-size`): daprd's default, 4 MiB (`4Mi`), in Dapr 1.18.
+pub const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The `TASKMESH_OUTBOX_MAX_BATCH_BYTES` that goes with a sidecar taking `max_body_bytes`:
+/// three quarters of it, the rest headroom for the relay's estimate of the framing (the
+/// chart's rule too).
+pub fn outbox_max_batch_bytes(max_body_bytes: u64) -> u64 {
+    max_body_bytes / 4 * 3
 }
 
 pub struct Daprd {
@@ -175,6 +189,8 @@ impl Daprd {
             options.scheduler.clone().unwrap_or_default(),
             "--log-level".into(),
             "info".into(),
+            "--max-body-size".into(),
+            options.max_body_bytes.unwrap_or(MAX_BODY_BYTES).to_string(),
         ];
         if let Some(port) = options.app_port {
             args.extend(["--app-port".into(), port.to_string()]);

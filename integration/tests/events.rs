@@ -16,7 +16,9 @@ use taskmesh_integration::net::free_port;
 use taskmesh_integration::recorder::{Received, Recorder};
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::services::ServiceProcess;
-use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
+use taskmesh_integration::sidecar::{
+    Broker, Daprd, DaprdOptions, MAX_BODY_BYTES, Resources, outbox_max_batch_bytes,
+};
 use taskmesh_proto::tasks::v1::*;
 
 const SECRET: &str = "integration-secret-0123456789abcdef0123456789abcdef";
@@ -76,6 +78,11 @@ struct StackOptions {
     /// The token the task-service sidecar requires, and the one task-service sends.
     sidecar_token: Option<&'static str>,
     service_token: Option<&'static str>,
+    /// task-service's sidecar's `--max-body-size` (task-service is told the matching
+    /// TASKMESH_OUTBOX_MAX_BATCH_BYTES); `MAX_BODY_BYTES` when `None`.
+    max_body_bytes: Option<u64>,
+    /// More settings for task-service.
+    task_env: Vec<(&'static str, &'static str)>,
 }
 
 async fn stack(broker: Broker, redis: &str, kafka: Option<&str>, options: StackOptions) -> Stack {
@@ -93,6 +100,7 @@ async fn stack(broker: Broker, redis: &str, kafka: Option<&str>, options: StackO
 
     let dir = tempfile::tempdir().unwrap();
     let sidecar_grpc = free_port().unwrap();
+    let max_body_bytes = options.max_body_bytes.unwrap_or(MAX_BODY_BYTES);
     let mut env = vec![
         (
             "DATABASE_URL".to_owned(),
@@ -108,7 +116,17 @@ async fn stack(broker: Broker, redis: &str, kafka: Option<&str>, options: StackO
         ("DAPR_GRPC_PORT".to_owned(), sidecar_grpc.to_string()),
         ("TASKMESH_TOPIC_TASK_EVENTS".to_owned(), topic.clone()),
         ("TASKMESH_SHUTDOWN_GRACE_SECS".to_owned(), "2".to_owned()),
+        (
+            "TASKMESH_OUTBOX_MAX_BATCH_BYTES".to_owned(),
+            outbox_max_batch_bytes(max_body_bytes).to_string(),
+        ),
     ]);
+    env.extend(
+        options
+            .task_env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
     if let Some(token) = options.service_token {
         env.push(("DAPR_API_TOKEN".to_owned(), token.to_owned()));
     }
@@ -119,6 +137,7 @@ async fn stack(broker: Broker, redis: &str, kafka: Option<&str>, options: StackO
         grpc_port: Some(sidecar_grpc),
         resources: vec![resources.path().to_owned()],
         dapr_api_token: options.sidecar_token.map(str::to_owned),
+        max_body_bytes: Some(max_body_bytes),
         ..DaprdOptions::default()
     })
     .unwrap();
@@ -190,6 +209,8 @@ on_both_brokers!(
     a_killed_task_service_loses_no_committed_event,
     a_killed_sidecar_loses_no_committed_event,
     a_rejected_api_token_is_logged_and_events_wait,
+    a_backlog_larger_than_the_sidecar_takes_is_delivered_whole,
+    an_event_the_sidecar_refuses_is_parked_and_the_rest_flow_on,
 );
 
 async fn a_tasks_life_arrives_in_order_with_the_documented_events(broker: Broker) {
@@ -494,6 +515,7 @@ async fn a_rejected_api_token_is_logged_and_events_wait(broker: Broker) {
         StackOptions {
             sidecar_token: Some("the-right-token"),
             service_token: Some("a-wrong-token"),
+            ..StackOptions::default()
         },
     )
     .await;
@@ -516,4 +538,153 @@ async fn a_rejected_api_token_is_logged_and_events_wait(broker: Broker) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(stack.recorder.events().is_empty());
+}
+
+/// A sidecar that takes at most 64 KiB per request, and a backlog of 200 events of about
+/// 5 KB (1 MB) built while it was down: the relay's batch of up to 500 events goes out in
+/// requests below the limit, and every event arrives.
+async fn a_backlog_larger_than_the_sidecar_takes_is_delivered_whole(broker: Broker) {
+    let (redis, kafka) = addresses(broker);
+    let mut stack = stack(
+        broker,
+        &redis,
+        kafka.as_deref(),
+        StackOptions {
+            max_body_bytes: Some(64 * 1024),
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let mut alice = client(&stack, "alice").await;
+    stack.task_sidecar.kill();
+    let mut ids = HashSet::new();
+    for i in 0..200 {
+        let task = alice
+            .create_task(CreateTaskRequest {
+                description: format!("{i:04}").repeat(1000),
+                ..new_task(&format!("large {i}"))
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.insert(task.id);
+    }
+    stack.task_sidecar.restart().unwrap();
+    let events = stack
+        .recorder
+        .wait_until(settle(broker) * 2, |events| {
+            created_ids(events).is_superset(&ids)
+        })
+        .await
+        .unwrap();
+    assert_eq!(created_ids(&events), ids);
+    // Not one request refused: the relay never sent one above the limit (were it to, the
+    // sidecar would refuse it whole, RESOURCE_EXHAUSTED, and the relay would then send
+    // its events one at a time, and say so).
+    let log = stack.task.log();
+    assert!(!log.contains("one at a time"), "{log}");
+}
+
+/// A real refusal: an outbox row whose CloudEvent daprd cannot parse (it answers
+/// INVALID_ARGUMENT for the whole bulk request, and for the event alone). With
+/// TASKMESH_OUTBOX_MAX_ATTEMPTS=2 it is parked with the sidecar's reason, the later event
+/// of its task waits behind it, and everyone else's events are delivered.
+async fn an_event_the_sidecar_refuses_is_parked_and_the_rest_flow_on(broker: Broker) {
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let (redis, kafka) = addresses(broker);
+    let stack = stack(
+        broker,
+        &redis,
+        kafka.as_deref(),
+        StackOptions {
+            task_env: vec![("TASKMESH_OUTBOX_MAX_ATTEMPTS", "2")],
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let alice = client(&stack, "alice").await;
+    let database_url = format!(
+        "sqlite://{}?mode=rw",
+        stack.dir.path().join("tasks.db").display()
+    );
+    let db = sea_orm::Database::connect(&database_url).await.unwrap();
+    let poison_task = uuid::Uuid::new_v4().to_string();
+    let later_id = uuid::Uuid::new_v4().to_string();
+    let later = serde_json::json!({
+        "specversion": "1.0", "id": later_id, "source": "taskmesh/task-service",
+        "type": "taskmesh.task.deleted.v1", "subject": poison_task,
+        "datacontenttype": "application/json", "data": {}
+    });
+    for (event_id, payload) in [
+        (
+            uuid::Uuid::new_v4().to_string(),
+            "this is not a CloudEvent".to_owned(),
+        ),
+        (later_id.clone(), later.to_string()),
+    ] {
+        db.execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, published_at, attempts) \
+             VALUES (?, ?, 'taskmesh.task.created.v1', ?, 1, NULL, 0)",
+            [event_id.into(), poison_task.clone().into(), payload.into()],
+        ))
+        .await
+        .unwrap();
+    }
+    // A refusal counts only in a cycle where the sidecar takes another event: create
+    // tasks until the row is parked.
+    let mut created = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let parked = loop {
+        let (ids, failed) = create_many(&alice, 5, 1).await;
+        assert_eq!(failed, 0);
+        created.extend(ids);
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT task_id, attempts, reason FROM outbox_parked",
+            ))
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            let task: String = row.try_get("", "task_id").unwrap();
+            let attempts: i32 = row.try_get("", "attempts").unwrap();
+            let reason: String = row.try_get("", "reason").unwrap();
+            break (task, attempts, reason);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not parked:\n{}",
+            stack.task.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(parked.0, poison_task);
+    assert_eq!(parked.1, 2);
+    assert!(parked.2.starts_with("InvalidArgument"), "{}", parked.2);
+    // And the rest flows on.
+    let (ids, _) = create_many(&alice, 20, 4).await;
+    created.extend(ids);
+    let events = stack
+        .recorder
+        .wait_until(settle(broker), |events| {
+            created_ids(events).is_superset(&created)
+        })
+        .await
+        .unwrap();
+    assert_eq!(created_ids(&events), created);
+    assert!(
+        events.iter().all(|e| e.id != later_id),
+        "the parked task's later event waits behind it"
+    );
+    assert!(
+        stack
+            .task
+            .metrics()
+            .contains("taskmesh_outbox_parked_total 1"),
+        "{}",
+        stack.task.metrics()
+    );
+    let _ = db.close().await;
 }

@@ -11,7 +11,9 @@ use taskmesh_integration::net::free_port;
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::services::ServiceProcess;
-use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
+use taskmesh_integration::sidecar::{
+    Broker, Daprd, DaprdOptions, MAX_BODY_BYTES, Resources, outbox_max_batch_bytes,
+};
 use taskmesh_integration::smtp_server::SmtpServer;
 
 /// Fixed ports, so that commands in the README work.
@@ -79,6 +81,11 @@ async fn main() -> anyhow::Result<()> {
             if std::env::var_os("TASKMESH_JWT_SECRET").is_none() {
                 env.push(("TASKMESH_DEV_MODE".into(), "true".into()));
             }
+            // The relay's requests stay below what its sidecar accepts (set just below).
+            env.push((
+                "TASKMESH_OUTBOX_MAX_BATCH_BYTES".into(),
+                outbox_max_batch_bytes(MAX_BODY_BYTES).to_string(),
+            ));
         }
         let service = ServiceProcess::start_on(name, port, env)?;
         let sidecar = Daprd::start(DaprdOptions {
@@ -91,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             app_api_token: Some(app_token.clone()),
             dapr_api_token: Some(app_token.clone()),
             scheduler: Some(scheduler.addr()),
+            max_body_bytes: Some(MAX_BODY_BYTES),
             ..DaprdOptions::default()
         })?;
         println!(

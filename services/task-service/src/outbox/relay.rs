@@ -269,6 +269,11 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
         wave: &[PendingEvent],
         bulk_error: PublishError,
     ) -> Result<(Vec<i64>, Vec<(PendingEvent, String)>), PublishError> {
+        // Loud: either an event is bad, or the sidecar takes less than
+        // TASKMESH_OUTBOX_MAX_BATCH_BYTES (RESOURCE_EXHAUSTED), which costs a call per event.
+        tracing::warn!(err = %bulk_error, events = wave.len(),
+            bytes = wave.iter().map(|e| bulk_entry_bytes(&e.payload, &e.task_id)).sum::<usize>(),
+            "the sidecar refused a bulk publish whole; publishing its events one at a time");
         let start = self.probe_offset % wave.len();
         self.probe_offset = self.probe_offset.wrapping_add(1);
         let (mut accepted, mut refused) = (Vec::new(), Vec::new());
