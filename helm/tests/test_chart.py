@@ -844,6 +844,23 @@ class ClientIdentityAndLimits(unittest.TestCase):
                       helm_fails(*prod, "--set", "auth.jwt.jwksConfigMap=idp-keys") or "")
         self.assertIsNotNone(helm_fails("--set", "auth.jwt.jwksUrl=http://idp.example.com/jwks"))
 
+    def test_the_outbox_relays_requests_fit_what_its_sidecar_accepts(self):
+        for env in ["local", "staging", "prod"]:
+            deployment = by_kind(render(env), "Deployment")["task-service"]
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            self.assertEqual(annotations["dapr.io/max-body-size"], "4Mi", env)
+            variables = self.task_env(env)
+            self.assertEqual(variables["TASKMESH_OUTBOX_MAX_BATCH_BYTES"]["value"], str(3 * 1024 * 1024), env)
+            self.assertEqual(variables["TASKMESH_OUTBOX_MAX_ATTEMPTS"]["value"], "20", env)
+        extra = ["--set", "dapr.sidecar.maxBodyMiB=16", "--set", "taskService.outboxMaxAttempts=5"]
+        deployment = by_kind(render("prod", *extra), "Deployment")["task-service"]
+        self.assertEqual(deployment["spec"]["template"]["metadata"]["annotations"]["dapr.io/max-body-size"], "16Mi")
+        variables = self.task_env("prod", *extra)
+        self.assertEqual(variables["TASKMESH_OUTBOX_MAX_BATCH_BYTES"]["value"], str(12 * 1024 * 1024))
+        self.assertEqual(variables["TASKMESH_OUTBOX_MAX_ATTEMPTS"]["value"], "5")
+        self.assertIsNotNone(helm_fails("--set", "dapr.sidecar.maxBodyMiB=0"))
+        self.assertIsNotNone(helm_fails("--set", "taskService.outboxMaxAttempts=0"))
+
     def test_limits_only_where_set(self):
         names = {"requestTimeoutMs": "TASKMESH_REQUEST_TIMEOUT_MS",
                  "dbStatementTimeoutMs": "TASKMESH_DB_STATEMENT_TIMEOUT_MS",

@@ -227,6 +227,8 @@ dapr.io/sidecar-memory-request: {{ $v.dapr.sidecar.requests.memory | quote }}
 dapr.io/sidecar-cpu-limit: {{ $v.dapr.sidecar.limits.cpu | quote }}
 dapr.io/sidecar-memory-limit: {{ $v.dapr.sidecar.limits.memory | quote }}
 dapr.io/graceful-shutdown-seconds: {{ $v.drainSeconds | quote }}
+{{- /* Explicit: task-service's outbox relay sizes its bulk requests from the same value. */}}
+dapr.io/max-body-size: {{ printf "%dMi" (int $v.dapr.sidecar.maxBodyMiB) | quote }}
 {{- if gt (int (.maxConcurrency | default 0)) 0 }}
 dapr.io/app-max-concurrency: {{ .maxConcurrency | quote }}
 {{- end }}
