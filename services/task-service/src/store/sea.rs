@@ -26,6 +26,9 @@ use crate::domain::{
 };
 use crate::events;
 
+/// Owners whose task count a process remembers for the quota.
+const MAX_OWNERS_REMEMBERED: usize = 100_000;
+
 #[derive(Debug, Clone)]
 pub struct SeaTaskStore {
     db: Database,
@@ -35,6 +38,8 @@ pub struct SeaTaskStore {
     outbox_wake: Arc<Notify>,
     /// Tasks one owner may have.
     max_tasks_per_owner: u64,
+    /// What each owner had at their last count, plus what this process created since.
+    owned: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
     /// The largest event the relay may send (`outbox::bulk_entry_bytes`).
     max_event_bytes: usize,
 }
@@ -47,6 +52,7 @@ impl SeaTaskStore {
             db,
             outbox_wake,
             max_tasks_per_owner: u64::MAX,
+            owned: Arc::default(),
             max_event_bytes: usize::MAX,
         }
     }
@@ -82,14 +88,57 @@ impl SeaTaskStore {
         self
     }
 
-    /// Counts at most `max` of the owner's tasks (one index range, never more rows than
-    /// the quota). Not in the insert's transaction: concurrent creates may pass the quota
-    /// by the number in flight, which a quota meant against runaway clients can afford.
+    /// Refuses a create to an owner at the quota. Counting costs an index range as long as
+    /// the owner's tasks, so it is done only near the quota: this process remembers each
+    /// owner's last count plus the tasks it created since, and counts again once that
+    /// reaches 90% of the quota (a deletion only makes the estimate high, so it is safe).
+    /// Other replicas' creates are not in the estimate: near the quota every create counts,
+    /// and the count is not in the insert's transaction, so concurrent creates may pass the
+    /// quota by the number in flight, which a quota meant against runaway clients affords.
     async fn check_quota(&self, owner: &str) -> Result<(), ApiError> {
-        if self.max_tasks_per_owner == u64::MAX {
+        let limit = self.max_tasks_per_owner;
+        if limit == u64::MAX {
             return Ok(());
         }
-        let limit = self.max_tasks_per_owner;
+        let near = limit - limit / 10;
+        let estimate = self
+            .owned
+            .lock()
+            .ok()
+            .and_then(|owned| owned.get(owner).copied());
+        if estimate.is_some_and(|known| known < near) {
+            self.note_created(owner);
+            return Ok(());
+        }
+        let count = self.count_owned(owner, limit).await?;
+        if count >= limit {
+            return Err(ApiError::ResourceExhausted {
+                message: format!(
+                    "task quota reached: a user may have at most {limit} tasks; delete some first"
+                ),
+                retry_after: None,
+            });
+        }
+        if let Ok(mut owned) = self.owned.lock() {
+            // Bounded: past MAX_OWNERS_REMEMBERED everyone is simply counted again.
+            if owned.len() >= MAX_OWNERS_REMEMBERED {
+                owned.clear();
+            }
+            owned.insert(owner.to_owned(), count + 1);
+        }
+        Ok(())
+    }
+
+    fn note_created(&self, owner: &str) {
+        if let Ok(mut owned) = self.owned.lock()
+            && let Some(known) = owned.get_mut(owner)
+        {
+            *known += 1;
+        }
+    }
+
+    /// The owner's tasks, counted up to `limit` (one index range, never more rows).
+    async fn count_owned(&self, owner: &str, limit: u64) -> Result<u64, ApiError> {
         let backend = self.db.reader.get_database_backend();
         let placeholder = if backend == sea_orm::DbBackend::Postgres {
             "$1"
@@ -114,15 +163,7 @@ impl SeaTaskStore {
             .transpose()
             .map_err(db_error)?
             .unwrap_or(0);
-        if u64::try_from(count).unwrap_or(0) >= limit {
-            return Err(ApiError::ResourceExhausted {
-                message: format!(
-                    "task quota reached: a user may have at most {limit} tasks; delete some first"
-                ),
-                retry_after: None,
-            });
-        }
-        Ok(())
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
