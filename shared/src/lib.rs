@@ -9,6 +9,8 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod grpc_metrics;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory_state;
 pub mod metrics;
 pub mod net;
 pub mod occurrence;

@@ -19,7 +19,7 @@
 
 pub mod callers;
 pub mod jwks;
-#[cfg(any(test, feature = "test-keys"))]
+#[cfg(any(test, feature = "testing"))]
 pub mod test_keys;
 
 use std::collections::HashMap;
