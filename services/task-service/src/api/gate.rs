@@ -23,28 +23,36 @@ const OPEN_PREFIXES: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// Shared by every call: cloning it per call costs one reference count.
 #[derive(Clone)]
-pub struct Gate {
+pub struct Gate(Arc<Checks>);
+
+struct Checks {
     auth: Authenticate,
-    limiter: Arc<RateLimiter>,
+    limiter: RateLimiter,
     deadline: Duration,
 }
 
 impl Gate {
     pub fn new(auth: Authenticate, limiter: RateLimiter, deadline: Duration) -> Self {
-        Self {
+        Self(Arc::new(Checks {
             auth,
-            limiter: Arc::new(limiter),
+            limiter,
             deadline,
-        }
+        }))
+    }
+
+    fn deadline(&self) -> Duration {
+        self.0.deadline
     }
 
     async fn admit(&self, headers: &http::HeaderMap, path: &str) -> Result<Caller, ApiError> {
-        let caller = self.auth.caller(headers, path).await?;
+        let caller = self.0.auth.caller(headers, path).await?;
         // Trusted apps act on events, which are already paced by the broker; users' calls
         // are what a runaway client or a scraper multiplies.
         if let Caller::User(user) = &caller {
-            self.limiter
+            self.0
+                .limiter
                 .admit(user)
                 .map_err(|retry_after| ApiError::ResourceExhausted {
                     message: "rate limit reached: too many calls from this user; retry later"
@@ -108,13 +116,13 @@ where
                 Err(err) => return Ok(Status::from(err).into_http()),
             };
             request.extensions_mut().insert(caller);
-            match tokio::time::timeout(gate.deadline, inner.call(request)).await {
+            match tokio::time::timeout(gate.deadline(), inner.call(request)).await {
                 Ok(answer) => answer,
                 Err(_) => {
-                    tracing::warn!(path, deadline = ?gate.deadline, "call abandoned at the deadline");
+                    tracing::warn!(path, deadline = ?gate.deadline(), "call abandoned at the deadline");
                     Ok(Status::from(ApiError::DeadlineExceeded(format!(
                         "not answered within the server's deadline of {:?}",
-                        gate.deadline
+                        gate.deadline()
                     )))
                     .into_http())
                 }
