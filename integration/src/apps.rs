@@ -36,18 +36,6 @@ impl Stack {
             .map(|seed| format!("{seed}.{app_id}"))
     }
 
-    /// A sidecar without an app, as `app_id` (e.g. the operators' `taskmesh-ops`).
-    pub fn sidecar_only(&self, app_id: &str, resources: &Resources) -> anyhow::Result<Caller> {
-        let token = self.token(app_id);
-        let sidecar = Daprd::start(DaprdOptions {
-            app_id: app_id.into(),
-            resources: vec![resources.path().to_owned()],
-            dapr_api_token: token.clone(),
-            ..DaprdOptions::default()
-        })?;
-        Ok(Caller { sidecar, token })
-    }
-
     /// Starts binary `name` (app id `name`) with `env`, then its sidecar on `resources`.
     pub fn start(
         &self,
@@ -108,12 +96,6 @@ impl Stack {
     }
 }
 
-/// A sidecar and the token its app holds: what calls other apps through Dapr.
-pub struct Caller {
-    pub sidecar: Daprd,
-    pub token: Option<String>,
-}
-
 /// `dapr invoke --app-id <app_id> --method <method> --data <body>` through `sidecar` (the
 /// same HTTP call the CLI makes), with `token` as the CLI sends `DAPR_API_TOKEN`.
 fn invoke_via(
@@ -144,28 +126,6 @@ fn expect_ok(
     let (status, text) = answer;
     anyhow::ensure!(status == 200, "{app_id} {method}: {status} {text}");
     Ok(serde_json::from_str(&text)?)
-}
-
-impl Caller {
-    /// `dapr invoke` through this sidecar: status and body.
-    pub fn invoke(
-        &self,
-        app_id: &str,
-        method: &str,
-        body: &serde_json::Value,
-    ) -> anyhow::Result<(u16, String)> {
-        invoke_via(&self.sidecar, self.token.as_deref(), app_id, method, body)
-    }
-
-    /// `invoke`, expecting 200 and JSON.
-    pub fn invoke_ok(
-        &self,
-        app_id: &str,
-        method: &str,
-        body: &serde_json::Value,
-    ) -> anyhow::Result<serde_json::Value> {
-        expect_ok(app_id, method, self.invoke(app_id, method, body)?)
-    }
 }
 
 impl App {
