@@ -76,6 +76,17 @@ impl Harness {
         method.call(input).await
     }
 
+    /// alice wants reminders by e-mail and on her webhook.
+    async fn mail_and_webhook_for_alice(&self) {
+        self.call(
+            "preferences/set",
+            json!({"user_id": "alice", "preferences": {"email": "alice@example.com",
+                "webhook_url": "http://hooks.test/taskmesh/alice"}}),
+        )
+        .await
+        .unwrap();
+    }
+
     async fn inbox(&self, user: &str) -> Vec<serde_json::Value> {
         let page = self
             .call(
@@ -138,13 +149,7 @@ async fn a_dated_task_gets_a_notification_and_a_job_once_under_fifty_redeliverie
 #[tokio::test]
 async fn a_fired_reminder_is_published_kept_and_mailed_once_then_overdue_follows() {
     let h = harness();
-    h.call(
-        "preferences/set",
-        json!({"user_id": "alice", "preferences": {"email": "alice@example.com",
-            "webhook_url": "http://hooks.test/taskmesh/alice"}}),
-    )
-    .await
-    .unwrap();
+    h.mail_and_webhook_for_alice().await;
     let id = Uuid::now_v7();
     let due = Utc::now() + Duration::minutes(10);
     h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
@@ -185,13 +190,7 @@ async fn a_fired_reminder_is_published_kept_and_mailed_once_then_overdue_follows
 #[tokio::test]
 async fn a_job_fired_twice_at_once_mails_and_posts_once() {
     let h = harness();
-    h.call(
-        "preferences/set",
-        json!({"user_id": "alice", "preferences": {"email": "alice@example.com",
-            "webhook_url": "http://hooks.test/taskmesh/alice"}}),
-    )
-    .await
-    .unwrap();
+    h.mail_and_webhook_for_alice().await;
     let id = Uuid::now_v7();
     let due = Utc::now() + Duration::minutes(10);
     h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
