@@ -8,6 +8,7 @@ pub mod callback;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod grpc_metrics;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory_state;

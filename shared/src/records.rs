@@ -96,7 +96,10 @@ impl<S: StateStore> Records<S> {
                 Some(ttl) => self.store.put_expiring(key, bytes, expect, ttl).await,
             };
             match written {
-                Ok(()) => return Ok(result),
+                Ok(()) => {
+                    crate::failpoint::hit(crate::failpoint::RECORD_WRITTEN);
+                    return Ok(result);
+                }
                 Err(StateError::Conflict) => {
                     self.conflicts.inc();
                 }

@@ -73,6 +73,7 @@ impl<C: TaskCreator> TopicHandler for CompletedConsumer<C> {
         };
         match self.creator.create(&next).await {
             Ok(id) => {
+                taskmesh_shared::failpoint::hit(taskmesh_shared::failpoint::NEXT_CREATED);
                 self.metrics.created.inc();
                 tracing::info!(completed = %event.task.id, next = %id, "created the next occurrence");
                 Outcome::Success
