@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -26,6 +27,34 @@ pub enum RecordError {
     },
     #[error("{0} kept changing concurrently")]
     Contended(String),
+}
+
+/// What every consumer that keeps records counts, on `/metrics` under its own prefix.
+#[derive(Debug, Clone, Default)]
+pub struct RecordMetrics {
+    pub applied: Counter,
+    pub duplicates: Counter,
+    pub conflicts: Counter,
+}
+
+impl RecordMetrics {
+    /// Registers `events_applied` (described by `applied_help`), `dedup_hits` and
+    /// `write_conflicts` in `registry`, which the caller has prefixed with its name.
+    pub fn register(registry: &mut Registry, applied_help: &str) -> Self {
+        let metrics = Self::default();
+        registry.register("events_applied", applied_help, metrics.applied.clone());
+        registry.register(
+            "dedup_hits",
+            "Deliveries already applied (redelivered or older than the stored version)",
+            metrics.duplicates.clone(),
+        );
+        registry.register(
+            "write_conflicts",
+            "Concurrent writes to one record that had to be retried",
+            metrics.conflicts.clone(),
+        );
+        metrics
+    }
 }
 
 pub struct Records<S> {

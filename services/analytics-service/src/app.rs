@@ -9,7 +9,9 @@ use taskmesh_shared::config::{self, ConfigError, Source};
 use taskmesh_shared::events::{DEAD_LETTER_TOPIC, TASK_EVENTS_TOPIC, TaskEventKind};
 use taskmesh_shared::state::{DaprStateStore, StateStore};
 
-use crate::consumer::{ConsumerMetrics, StatsConsumer};
+use taskmesh_shared::records::RecordMetrics;
+
+use crate::consumer::StatsConsumer;
 use crate::methods::GetStats;
 
 pub const APP_ID: &str = "analytics-service";
@@ -47,7 +49,10 @@ pub enum StartError {
 pub fn router<S: StateStore>(config: &Config, store: Arc<S>, registry: &mut Registry) -> Router {
     let consumer = Arc::new(StatsConsumer::new(
         store.clone(),
-        ConsumerMetrics::register(registry),
+        RecordMetrics::register(
+            registry.sub_registry_with_prefix("taskmesh_analytics"),
+            "Events that changed statistics",
+        ),
     ));
     let mut subscription =
         Subscription::new(config.service.sidecar.pubsub.clone(), config.topic.clone())

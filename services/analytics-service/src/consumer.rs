@@ -3,11 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::registry::Registry;
 use taskmesh_shared::callback::{Delivery, Outcome, TopicHandler};
 use taskmesh_shared::events::{TaskEventData, TaskEventKind};
-use taskmesh_shared::records::{Change, Records};
+use taskmesh_shared::records::{Change, RecordMetrics, Records};
 use taskmesh_shared::state::StateStore;
 
 use crate::stats::UserStats;
@@ -16,43 +14,13 @@ pub fn stats_key(user_id: &str) -> String {
     format!("stats:{user_id}")
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ConsumerMetrics {
-    pub applied: Counter,
-    pub duplicates: Counter,
-    pub conflicts: Counter,
-}
-
-impl ConsumerMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        let registry = registry.sub_registry_with_prefix("taskmesh_analytics");
-        registry.register(
-            "events_applied",
-            "Events that changed statistics",
-            metrics.applied.clone(),
-        );
-        registry.register(
-            "dedup_hits",
-            "Deliveries already applied (redelivered or older than the stored version)",
-            metrics.duplicates.clone(),
-        );
-        registry.register(
-            "write_conflicts",
-            "Concurrent writes to one user's record that had to be retried",
-            metrics.conflicts.clone(),
-        );
-        metrics
-    }
-}
-
 pub struct StatsConsumer<S> {
     records: Records<S>,
-    metrics: ConsumerMetrics,
+    metrics: RecordMetrics,
 }
 
 impl<S: StateStore> StatsConsumer<S> {
-    pub fn new(store: Arc<S>, metrics: ConsumerMetrics) -> Self {
+    pub fn new(store: Arc<S>, metrics: RecordMetrics) -> Self {
         Self {
             records: Records::new(store, metrics.conflicts.clone()),
             metrics,
@@ -150,10 +118,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn fifty_concurrent_redeliveries_apply_once() {
         let store = Arc::new(MemoryStateStore::new());
-        let consumer = Arc::new(StatsConsumer::new(
-            store.clone(),
-            ConsumerMetrics::default(),
-        ));
+        let consumer = Arc::new(StatsConsumer::new(store.clone(), RecordMetrics::default()));
         let event = data(Uuid::now_v7(), 1, false, "2026-11-20T08:00:00Z");
         let deliveries = (0..50).map(|_| {
             let consumer = consumer.clone();
@@ -171,10 +136,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_different_events_all_apply() {
         let store = Arc::new(MemoryStateStore::new());
-        let consumer = Arc::new(StatsConsumer::new(
-            store.clone(),
-            ConsumerMetrics::default(),
-        ));
+        let consumer = Arc::new(StatsConsumer::new(store.clone(), RecordMetrics::default()));
         let handles = (0..20).map(|_| {
             let consumer = consumer.clone();
             let d = delivery(
@@ -192,7 +154,7 @@ mod tests {
     #[tokio::test]
     async fn poison_is_dropped_and_a_down_store_is_retried() {
         let store = Arc::new(MemoryStateStore::new());
-        let consumer = StatsConsumer::new(store.clone(), ConsumerMetrics::default());
+        let consumer = StatsConsumer::new(store.clone(), RecordMetrics::default());
         let good = data(Uuid::now_v7(), 1, false, "2026-11-20T08:00:00Z");
 
         let unknown = consumer

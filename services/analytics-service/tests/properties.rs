@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use analytics_service::consumer::{ConsumerMetrics, StatsConsumer};
+use analytics_service::consumer::StatsConsumer;
 use analytics_service::methods::GetStats;
 use analytics_service::stats::{HISTORY_DAYS, Report};
 use chrono::{DateTime, Utc};
@@ -22,6 +22,7 @@ use proptest::sample::select;
 use serde_json::{Value, json};
 use taskmesh_shared::callback::{Router, Subscription};
 use taskmesh_shared::events::{TaskEventData, TaskEventKind, TaskSnapshot};
+use taskmesh_shared::records::RecordMetrics;
 use taskmesh_shared::state::MemoryStateStore;
 use tonic::{Code, Request};
 use uuid::Uuid;
@@ -62,10 +63,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// The router as `app::router` wires it, over an in-memory store.
 fn service() -> Router {
     let store = Arc::new(MemoryStateStore::new());
-    let consumer = Arc::new(StatsConsumer::new(
-        store.clone(),
-        ConsumerMetrics::default(),
-    ));
+    let consumer = Arc::new(StatsConsumer::new(store.clone(), RecordMetrics::default()));
     let mut subscription = Subscription::new(PUBSUB, TOPIC).dead_letter("task-events-deadletter");
     for kind in TaskEventKind::ALL {
         subscription = subscription.on_type(kind.event_type(), consumer.clone());

@@ -110,15 +110,15 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
         let (record, had_job) = match seen {
             Err(err) => return Outcome::Retry(err.to_string()),
             Ok(Seen::Older) => {
-                self.reminders.metrics().duplicates.inc();
+                self.reminders.metrics().records.duplicates.inc();
                 return Outcome::Success;
             }
             Ok(Seen::Again(record)) => {
-                self.reminders.metrics().duplicates.inc();
+                self.reminders.metrics().records.duplicates.inc();
                 (record, true)
             }
             Ok(Seen::New { record, had_job }) => {
-                self.reminders.metrics().applied.inc();
+                self.reminders.metrics().records.applied.inc();
                 (record, had_job)
             }
         };

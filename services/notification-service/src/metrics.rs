@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use taskmesh_shared::records::RecordMetrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -13,9 +14,7 @@ pub struct KindLabel {
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    pub applied: Counter,
-    pub duplicates: Counter,
-    pub conflicts: Counter,
+    pub records: RecordMetrics,
     pub reminders: Family<KindLabel, Counter>,
     pub deferred: Counter,
     pub delivery_failures: Family<KindLabel, Counter>,
@@ -25,9 +24,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            applied: Counter::default(),
-            duplicates: Counter::default(),
-            conflicts: Counter::default(),
+            records: RecordMetrics::default(),
             reminders: Family::default(),
             deferred: Counter::default(),
             delivery_failures: Family::default(),
@@ -39,23 +36,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
         let registry = registry.sub_registry_with_prefix("taskmesh_notification");
-        registry.register(
-            "events_applied",
-            "Task events that changed a task's reminders or notifications",
-            metrics.applied.clone(),
-        );
-        registry.register(
-            "dedup_hits",
-            "Deliveries already applied (redelivered or older than the stored version)",
-            metrics.duplicates.clone(),
-        );
-        registry.register(
-            "write_conflicts",
-            "Concurrent writes to one record that had to be retried",
-            metrics.conflicts.clone(),
-        );
+        let metrics = Self {
+            records: RecordMetrics::register(
+                registry,
+                "Task events that changed a task's reminders or notifications",
+            ),
+            ..Self::default()
+        };
         registry.register(
             "reminders_fired",
             "Reminders sent, by kind (due_soon, overdue)",

@@ -62,7 +62,7 @@ impl<S: StateStore> Reminders<S> {
         metrics: Metrics,
     ) -> Self {
         Self {
-            records: Records::new(store, metrics.conflicts.clone()),
+            records: Records::new(store, metrics.records.conflicts.clone()),
             jobs,
             outbound,
             settings,

@@ -143,7 +143,7 @@ async fn a_dated_task_gets_a_notification_and_a_job_once_under_fifty_redeliverie
     assert_eq!(inbox.len(), 1, "{inbox:?}");
     assert_eq!(inbox[0]["kind"], "due_time_set");
     assert_eq!(h.jobs.at(&job_name(id)), Some(due - Duration::minutes(15)));
-    assert_eq!(h.reminders.metrics().applied.get(), 1);
+    assert_eq!(h.reminders.metrics().records.applied.get(), 1);
 }
 
 #[tokio::test]
