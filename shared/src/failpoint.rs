@@ -25,7 +25,11 @@ struct Armed {
 
 fn armed() -> &'static HashMap<String, Armed> {
     static ARMED: OnceLock<HashMap<String, Armed>> = OnceLock::new();
-    ARMED.get_or_init(|| std::env::var(ENV).map(|spec| parse(&spec)).unwrap_or_default())
+    ARMED.get_or_init(|| {
+        std::env::var(ENV)
+            .map(|spec| parse(&spec))
+            .unwrap_or_default()
+    })
 }
 
 fn parse(spec: &str) -> HashMap<String, Armed> {
