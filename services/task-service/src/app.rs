@@ -394,7 +394,7 @@ impl OutboxParts {
                     poll_interval: PG_POLL_INTERVAL,
                     ..settings
                 };
-                let leadership = PgAdvisoryLock::new(url);
+                let leadership = PgAdvisoryLock::new(url, settings.leadership);
                 let relay = Relay::new(store, publisher, leadership, wake, settings, metrics);
                 tokio::spawn(relay.run(stop))
             }

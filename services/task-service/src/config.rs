@@ -12,7 +12,7 @@ use taskmesh_shared::events::TASK_EVENTS_TOPIC;
 use taskmesh_shared::sidecar::SidecarConfig;
 use taskmesh_shared::telemetry::TelemetryConfig;
 
-use crate::outbox::OutboxSettings;
+use crate::outbox::{LeaseSettings, OutboxSettings};
 
 pub const DEFAULT_PORT: u16 = 50051;
 pub const DEFAULT_METRICS_PORT: u16 = 9101;
@@ -261,6 +261,7 @@ impl Config {
                 max_batch_bytes,
                 max_attempts,
                 retention: Duration::from_secs(retention_secs),
+                leadership: lease_settings(env)?,
                 ..OutboxSettings::default()
             },
             app_api_token: config::optional(env, "APP_API_TOKEN").map(SecretString::from),
@@ -294,6 +295,41 @@ impl Config {
             JwtKeys::Jwks(JwksSource::File(path)) => path.to_string_lossy().as_bytes().to_vec(),
         }
     }
+}
+
+/// How the publishing replica holds its lock on PostgreSQL (`outbox::leader`).
+fn lease_settings(env: &dyn Source) -> Result<LeaseSettings, ConfigError> {
+    let defaults = LeaseSettings::default();
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let lease_ms: u64 = config::parse_or(env, "TASKMESH_OUTBOX_LEASE_MS", millis(defaults.lease))?;
+    if !(1000..=600_000).contains(&lease_ms) {
+        return Err(ConfigError::invalid(
+            "TASKMESH_OUTBOX_LEASE_MS",
+            lease_ms.to_string(),
+            "must be 1000 to 600000",
+        ));
+    }
+    let timeout_ms: u64 = config::parse_or(
+        env,
+        "TASKMESH_OUTBOX_LOCK_TIMEOUT_MS",
+        millis(defaults.lock_timeout),
+    )?;
+    // A heartbeat goes every lease/5 and may take this long: it must end well within
+    // the lease, or a slow answer would cost the lock.
+    if timeout_ms < 100 || timeout_ms > lease_ms / 4 {
+        return Err(ConfigError::invalid(
+            "TASKMESH_OUTBOX_LOCK_TIMEOUT_MS",
+            timeout_ms.to_string(),
+            "must be at least 100 and at most a quarter of TASKMESH_OUTBOX_LEASE_MS",
+        ));
+    }
+    let lease = Duration::from_millis(lease_ms);
+    Ok(LeaseSettings {
+        lease,
+        lock_timeout: Duration::from_millis(timeout_ms),
+        // A standby's connection must not sit idle for a lease, or PostgreSQL ends it.
+        retry: defaults.retry.min(lease / 5),
+    })
 }
 
 fn jwt_config(env: &dyn Source, dev_mode: bool) -> Result<JwtConfig, ConfigError> {
@@ -508,6 +544,37 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_and_its_timeouts() {
+        let config = Config::from_env(&HashMap::from([("TASKMESH_JWT_SECRET", SECRET)])).unwrap();
+        assert_eq!(config.outbox.leadership, LeaseSettings::default());
+        let config = Config::from_env(&HashMap::from([
+            ("TASKMESH_JWT_SECRET", SECRET),
+            ("TASKMESH_OUTBOX_LEASE_MS", "3000"),
+            ("TASKMESH_OUTBOX_LOCK_TIMEOUT_MS", "500"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.outbox.leadership,
+            LeaseSettings {
+                lease: Duration::from_secs(3),
+                lock_timeout: Duration::from_millis(500),
+                retry: Duration::from_millis(600),
+            }
+        );
+        // The timeout is checked against the lease it comes with.
+        let err = Config::from_env(&HashMap::from([
+            ("TASKMESH_JWT_SECRET", SECRET),
+            ("TASKMESH_OUTBOX_LEASE_MS", "3000"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("TASKMESH_OUTBOX_LOCK_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (name, value) in [
             ("APP_PORT", "99999"),
@@ -521,6 +588,8 @@ mod tests {
             ("TASKMESH_OUTBOX_RETENTION_SECS", "soon"),
             ("TASKMESH_OUTBOX_MAX_BATCH_BYTES", "1000"),
             ("TASKMESH_OUTBOX_MAX_ATTEMPTS", "0"),
+            ("TASKMESH_OUTBOX_LEASE_MS", "999"),
+            ("TASKMESH_OUTBOX_LOCK_TIMEOUT_MS", "2501"),
             ("TASKMESH_TOPIC_TASK_EVENTS", "two words"),
             ("DAPR_GRPC_PORT", "x"),
             ("TASKMESH_JWT_JWKS_URL", "http://id.example/jwks"),

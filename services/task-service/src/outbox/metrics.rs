@@ -13,6 +13,8 @@ pub struct OutboxMetrics {
     pub published: Counter,
     pub publish_failures: Counter,
     pub leader: Gauge,
+    /// Times this replica stopped publishing because it could not prove it held the lock.
+    pub leadership_lost: Counter,
     /// Events in `outbox_parked` now...
     pub parked: Gauge,
     /// ...and events this replica parked since it started.
@@ -47,6 +49,12 @@ impl OutboxMetrics {
             "relay_leader",
             "1 on the replica whose relay currently publishes",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "leadership_lost",
+            "Times this replica stopped publishing because it could not prove, within \
+             TASKMESH_OUTBOX_LOCK_TIMEOUT_MS, that it still held the relay's lock",
+            metrics.leadership_lost.clone(),
         );
         registry.register(
             "parked_events",

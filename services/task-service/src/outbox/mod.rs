@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use leader::{Leadership, PgAdvisoryLock, SingleProcess};
+pub use leader::{Leadership, LeaseSettings, PgAdvisoryLock, SingleProcess};
 pub use metrics::OutboxMetrics;
 pub use publisher::DaprPublisher;
 pub use relay::Relay;
@@ -169,6 +169,8 @@ pub struct OutboxSettings {
     pub retention: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How the publishing replica holds its lock (PostgreSQL only).
+    pub leadership: LeaseSettings,
 }
 
 impl Default for OutboxSettings {
@@ -181,6 +183,7 @@ impl Default for OutboxSettings {
             retention: Duration::from_secs(24 * 3600),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
+            leadership: LeaseSettings::default(),
         }
     }
 }

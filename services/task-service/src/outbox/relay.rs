@@ -32,6 +32,9 @@ enum CycleError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// This replica could not prove it still holds leadership (see `Leadership`).
+    #[error("this replica can no longer prove that it publishes the outbox")]
+    Deposed,
     /// The rest went out.
     #[error("the sidecar refused {refused} events ({parked} parked), e.g. {first_reason}")]
     Refused {
@@ -99,6 +102,10 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                 return;
             }
             let wait = match self.cycle().await {
+                Err(CycleError::Deposed) => {
+                    self.metrics.leadership_lost.inc();
+                    return;
+                }
                 Ok(published) if published >= self.settings.batch_size => {
                     backoff.reset();
                     None
@@ -113,7 +120,9 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                     if backoff.attempt == 1 || backoff.attempt.is_multiple_of(20) {
                         let hint = match &err {
                             CycleError::Publish(err) => err.hint(),
-                            CycleError::Store(_) | CycleError::Refused { .. } => None,
+                            CycleError::Store(_)
+                            | CycleError::Refused { .. }
+                            | CycleError::Deposed => None,
                         };
                         tracing::warn!(%err, hint = hint.unwrap_or(""), retry_in = ?delay,
                             attempt = backoff.attempt,
@@ -129,6 +138,7 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
             if last_leader_check.elapsed() >= Duration::from_secs(1) {
                 last_leader_check = Instant::now();
                 if !self.leadership.still_leader().await {
+                    self.metrics.leadership_lost.inc();
                     return;
                 }
             }
@@ -160,6 +170,14 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
                 .collect();
             if wave.is_empty() {
                 continue;
+            }
+            // The fence: a replica that cannot prove it still leads publishes nothing more
+            // (a round trip on the lock's session; the wave before it has been marked).
+            // Marks need no fence: they only record what the sidecar accepted, which stays
+            // true whoever leads now.
+            // Refusals seen so far are not counted: the next leader finds them again.
+            if !self.leadership.still_leader().await {
+                return Err(CycleError::Deposed);
             }
             let publish_started = Instant::now();
             let outcome = self.publish_wave(&wave).await;
@@ -680,6 +698,91 @@ mod tests {
             settings,
             OutboxMetrics::default(),
         )
+    }
+
+    /// Leads at once, proves its lead `proofs` times, then cannot any more; never leads
+    /// again.
+    struct Proofs {
+        left: Arc<Mutex<usize>>,
+        acquired: bool,
+    }
+
+    #[async_trait]
+    impl Leadership for Proofs {
+        async fn acquire(&mut self) {
+            if self.acquired {
+                std::future::pending::<()>().await;
+            }
+            self.acquired = true;
+        }
+
+        async fn still_leader(&mut self) -> bool {
+            let mut left = self.left.lock().unwrap();
+            let proved = *left > 0;
+            *left = left.saturating_sub(1);
+            proved
+        }
+    }
+
+    fn fenced_relay(
+        store: &Arc<FakeStore>,
+        publisher: &Arc<FakePublisher>,
+        proofs: usize,
+    ) -> Relay<Arc<FakeStore>, Arc<FakePublisher>, Proofs> {
+        let plain = relay(store, publisher);
+        Relay::new(
+            store.clone(),
+            publisher.clone(),
+            Proofs {
+                left: Arc::new(Mutex::new(proofs)),
+                acquired: false,
+            },
+            plain.wake,
+            plain.settings,
+            plain.metrics,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_cannot_prove_its_lead_publishes_no_further_wave() {
+        // Two waves (one task's two events); the proof before the second fails.
+        let store = FakeStore::with(vec![event(1, "a"), event(2, "b"), event(3, "a")]);
+        let publisher = Arc::new(FakePublisher::default());
+        let mut relay = fenced_relay(&store, &publisher, 1);
+
+        assert!(matches!(relay.cycle().await, Err(CycleError::Deposed)));
+        assert_eq!(*publisher.calls.lock().unwrap(), vec![vec![1, 2]]);
+        // What went out is marked; the rest waits for whoever leads now.
+        assert_eq!(store.pending_seqs(), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn a_deposed_relay_stops_publishing_and_counts_it() {
+        let store = FakeStore::with(vec![event(1, "a")]);
+        let publisher = Arc::new(FakePublisher::default());
+        let relay = fenced_relay(&store, &publisher, 1);
+        let (metrics, wake) = (relay.metrics.clone(), relay.wake.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(relay.run(stop_rx));
+
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while metrics.leadership_lost.get() == 0 {
+            assert!(Instant::now() < deadline, "the relay never noticed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(metrics.leader.get(), 0);
+        assert_eq!(*publisher.calls.lock().unwrap(), vec![vec![1]]);
+        // New events are no longer its business.
+        store.rows.lock().unwrap().push((event(2, "b"), false));
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(publisher.calls.lock().unwrap().len(), 1);
+        assert_eq!(store.pending_seqs(), vec![2]);
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]

@@ -87,8 +87,13 @@ impl OutboxStore for SeaOutbox {
 
     async fn park(&self, seq: i64, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;
-        let Some(row) = Entity::find_by_id(seq).one(&txn).await? else {
-            // Published or parked meanwhile (another replica led for a moment).
+        let Some(row) = Entity::find_by_id(seq)
+            .filter(Column::PublishedAt.is_null())
+            .one(&txn)
+            .await?
+        else {
+            // Published or parked meanwhile (another replica led for a moment): a published
+            // event put back by a retry would only go out twice.
             return Ok(());
         };
         parked::Entity::insert(parked::ActiveModel {
