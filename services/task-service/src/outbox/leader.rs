@@ -14,6 +14,7 @@
 //! `LeaseSettings::takeover_bound` and docs/events.md say what that bounds.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,7 +113,7 @@ enum LockError {
     Timeout(Duration),
     #[error("the answer came {0:?} after the question, too late to prove the lease")]
     Stalled(Duration),
-    #[error("the lock's session was lost before")]
+    #[error("the lock's session was already given up")]
     Lost,
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
@@ -142,23 +143,38 @@ async fn within<T>(
 
 /// The lock's session, shared by the relay's fence and the keeper task.
 struct Session {
-    /// `None` once lost: every later proof fails at once.
     conn: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Set by the first proof that fails: every later one fails at once.
+    lost: AtomicBool,
     settings: LeaseSettings,
 }
 
 impl Session {
-    /// One round trip on the lock's session, bounded by `lock_timeout`. An answer proves
-    /// the lock: only the end of its session releases it, and PostgreSQL keeps an answering
-    /// session for at least a lease after the question was sent.
+    fn new(conn: PgConnection, settings: LeaseSettings) -> Self {
+        Self {
+            conn: tokio::sync::Mutex::new(Some(conn)),
+            lost: AtomicBool::new(false),
+            settings,
+        }
+    }
+
+    /// One round trip on the lock's session, bounded by `lock_timeout` (waiting for a
+    /// proof in flight included). An answer proves the lock: only the end of its session
+    /// releases it, and PostgreSQL keeps an answering session for at least a lease after
+    /// the question was sent.
     async fn prove(&self) -> Result<(), LockError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(LockError::Lost);
+        }
         let asked = Instant::now();
         let answer = within(self.settings.lock_timeout, async {
             let mut conn = self.conn.lock().await;
-            match conn.as_mut() {
-                Some(conn) => sqlx::query("SELECT 1").execute(conn).await.map(|_| true),
-                None => Ok(false),
-            }
+            let Some(conn) = conn.as_mut() else {
+                return Ok(false);
+            };
+            sqlx::query("SELECT 1").execute(conn).await?;
+            // Another proof may have given up meanwhile.
+            Ok(!self.lost.load(Ordering::SeqCst))
         })
         .await;
         let answer = match answer {
@@ -169,10 +185,18 @@ impl Session {
             Ok(false) => Err(LockError::Lost),
             Err(err) => Err(err),
         };
-        // Whatever state the connection is in, it no longer proves anything. Dropping it
-        // closes the socket, which ends the session at once if PostgreSQL still has it.
-        drop(self.conn.lock().await.take());
+        self.lose();
         answer
+    }
+
+    /// Gives the session up. Dropping the connection closes its socket, which ends the
+    /// session at once if PostgreSQL still has it (or, on a half-open path, one lease after
+    /// it last spoke). A proof in flight drops it itself when it sees `lost`.
+    fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        if let Ok(mut conn) = self.conn.try_lock() {
+            drop(conn.take());
+        }
     }
 }
 
@@ -254,10 +278,7 @@ impl PgAdvisoryLock {
         )
         .await?;
         if locked {
-            let session = Arc::new(Session {
-                conn: tokio::sync::Mutex::new(Some(conn)),
-                settings: self.settings,
-            });
+            let session = Arc::new(Session::new(conn, self.settings));
             self.held = Some(Held {
                 keeper: tokio::spawn(keep(session.clone())),
                 session,
@@ -269,10 +290,10 @@ impl PgAdvisoryLock {
     }
 
     /// Gives the lock up: closes its connection, which ends the session.
-    async fn step_down(&mut self) {
+    fn step_down(&mut self) {
         if let Some(held) = self.held.take() {
             held.keeper.abort();
-            drop(held.session.conn.lock().await.take());
+            held.session.lose();
         }
     }
 }
@@ -312,7 +333,7 @@ impl Leadership for PgAdvisoryLock {
             Err(err) => {
                 tracing::warn!(%err, "cannot prove that this replica still holds the outbox \
                     lock; it stops publishing");
-                self.step_down().await;
+                self.step_down();
                 false
             }
         }
