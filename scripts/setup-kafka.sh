@@ -7,6 +7,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 KAFKA_VERSION="${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")}"
 CACHE="${TASKMESH_CACHE:-$HOME/.cache/taskmesh}"
 libs="$CACHE/kafka-$KAFKA_VERSION/libs"
+# The fault tests' SASL_SSL broker gets a certificate from a CA made with openssl.
+if ! command -v openssl >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup-kafka: installing openssl from the Debian packages" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >&2
+fi
 if [ -f "$libs/.complete" ]; then echo "$libs"; exit 0; fi
 
 command -v java >/dev/null || { echo "setup-kafka: Java 17+ is required" >&2; exit 1; }

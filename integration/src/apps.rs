@@ -26,6 +26,8 @@ pub struct Stack {
     /// Sidecars that do not ask apps for their token (`DAPR_API_TOKEN`), for the dapr
     /// CLI: its `invoke` (1.12) sends none. Sidecars still present the app token.
     pub open_sidecars: bool,
+    /// More environment for every sidecar (e.g. `SSL_CERT_DIR` with a test CA).
+    pub sidecar_env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -62,6 +64,7 @@ impl Stack {
             app_api_token: token.clone(),
             dapr_api_token: sidecar_token,
             scheduler: self.scheduler.clone(),
+            env: self.sidecar_env.clone(),
             ..DaprdOptions::default()
         })?;
         Ok(App {

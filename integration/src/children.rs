@@ -64,6 +64,15 @@ impl Supervised {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sets (`Some`) or removes (`None`) one variable of the environment the next `start`
+    /// uses, e.g. to arm a fail point for one run of the process and disarm it after.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.env.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod children;
 pub mod client;
 pub mod dapr_cli;
+pub mod faults;
 pub mod jwks_server;
 pub mod kafka_broker;
 pub mod net;

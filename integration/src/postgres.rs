@@ -22,6 +22,23 @@ pub struct PgCluster {
     child: Child,
     dir: PathBuf,
     port: u16,
+    bin: PathBuf,
+    /// The server's command line, to start it again after `stop`.
+    server: Command,
+}
+
+/// Starts the server, its output appended to `postgres.log` in `dir`.
+fn spawn_server(mut server: Command, dir: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("postgres.log"))?;
+    server
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start postgres")
 }
 
 impl PgCluster {
@@ -71,39 +88,53 @@ impl PgCluster {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port()?;
-        let log = std::fs::File::create(dir.join("postgres.log"))?;
-        let mut cmd = run("postgres");
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(&dir)
-            .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"]);
+        let mut args: Vec<String> = vec!["-D".into(), data.display().to_string()];
+        args.extend(
+            [
+                "-p",
+                &port.to_string(),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                &dir.display().to_string(),
+            ]
+            .map(str::to_owned),
+        );
+        args.extend(["-c", "max_connections=300", "-c", "shared_buffers=128MB"].map(str::to_owned));
         if durability == Durability::Fast {
-            cmd.args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]);
+            args.extend(
+                [
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                ]
+                .map(str::to_owned),
+            );
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start postgres")?;
+        let mut server = run("postgres");
+        server.args(&args);
+        let child = spawn_server(server, &dir)?;
         reap_after_exit(child.id(), Some(&dir))?;
-        let cluster = Self { child, dir, port };
-        cluster.wait_ready(&bin)?;
+        let mut rerun = run("postgres");
+        rerun.args(&args);
+        let cluster = Self {
+            child,
+            dir,
+            port,
+            bin,
+            server: rerun,
+        };
+        cluster.wait_ready()?;
         Ok(cluster)
     }
 
-    fn wait_ready(&self, bin: &Path) -> anyhow::Result<()> {
+    fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
+            let ready = Command::new(self.bin.join("pg_isready"))
                 .args([
                     "-h",
                     "127.0.0.1",
@@ -133,6 +164,33 @@ impl PgCluster {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A fast shutdown (SIGINT: sessions are cut, committed data stays), as in a restart
+    /// of the server or a fail-over; waits until the server has exited.
+    pub fn stop(&mut self) {
+        let _ = signal(self.child.id(), "INT");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and data after `stop`.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Ok(None) = self.child.try_wait() {
+            bail!("PostgreSQL is still running");
+        }
+        let mut server = Command::new(self.server.get_program());
+        server.args(self.server.get_args()).current_dir(&self.dir);
+        self.child = spawn_server(server, &self.dir)?;
+        reap_after_exit(self.child.id(), None)?;
+        self.wait_ready()
     }
 
     /// The superuser's URL of the `postgres` database.

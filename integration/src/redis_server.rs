@@ -7,6 +7,13 @@ use std::time::Duration;
 use crate::children::{Supervised, script_output, wait_until};
 use crate::net::free_port;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persistence {
+    None,
+    AppendOnly,
+    EveryWrite,
+}
+
 pub struct RedisServer {
     port: u16,
     process: Supervised,
@@ -15,15 +22,22 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(false)
+        Self::start_with(Persistence::None)
     }
 
     /// A Redis that keeps its data across `stop`/`restart` (append-only file).
     pub fn start_persistent() -> anyhow::Result<Self> {
-        Self::start_with(true)
+        Self::start_with(Persistence::AppendOnly)
     }
 
-    fn start_with(persistent: bool) -> anyhow::Result<Self> {
+    /// A Redis that keeps every acknowledged write across a SIGKILL too: the append-only
+    /// file is written and fsynced before each reply (`appendfsync always`), what a broker
+    /// that must not lose a published event needs.
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with(Persistence::EveryWrite)
+    }
+
+    fn start_with(persistence: Persistence) -> anyhow::Result<Self> {
         let bin = script_output("setup-redis.sh", &[])?;
         let dir = tempfile::Builder::new()
             .prefix("taskmesh-redis-")
@@ -37,7 +51,17 @@ impl RedisServer {
             "--save",
             "",
             "--appendonly",
-            if persistent { "yes" } else { "no" },
+            if persistence == Persistence::None {
+                "no"
+            } else {
+                "yes"
+            },
+            "--appendfsync",
+            if persistence == Persistence::EveryWrite {
+                "always"
+            } else {
+                "everysec"
+            },
             "--dir",
             &dir.path().display().to_string(),
         ]
@@ -72,6 +96,15 @@ impl RedisServer {
     /// Stops the server (data is lost: it keeps nothing on disk).
     pub fn stop(&mut self) {
         self.process.stop(Duration::from_secs(5));
+    }
+
+    /// SIGKILL, as in a crash: what survives is what the append-only file holds.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     pub fn restart(&mut self) -> anyhow::Result<()> {

@@ -96,6 +96,16 @@ impl ServiceProcess {
         self.process.kill();
     }
 
+    /// Whether the process has exited on its own (a fail point, a crash).
+    pub fn exited(&mut self) -> bool {
+        self.process.exited()
+    }
+
+    /// Sets or removes a variable of the environment the next `restart` uses.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.process.set_env(name, value);
+    }
+
     pub fn stop(&mut self) {
         self.process.stop(Duration::from_secs(25));
     }

@@ -133,6 +133,9 @@ pub struct DaprdOptions {
     /// The largest request the sidecar accepts (`--max-body-size`); `MAX_BODY_BYTES`
     /// when `None`.
     pub max_body_bytes: Option<u64>,
+    /// More environment for daprd (e.g. `SSL_CERT_DIR` with a test CA, as the chart's
+    /// `dapr.trustedCASecret` sets it).
+    pub env: Vec<(String, String)>,
 }
 
 /// What the harness's sidecars accept, passed explicitly as the chart does
@@ -204,7 +207,7 @@ impl Daprd {
         if let Some(config) = &options.config {
             args.extend(["--config".into(), config.display().to_string()]);
         }
-        let mut env = Vec::new();
+        let mut env = options.env.clone();
         if let Some(token) = &options.dapr_api_token {
             env.push(("DAPR_API_TOKEN".to_owned(), token.clone()));
         }
@@ -268,6 +271,11 @@ impl Daprd {
     /// SIGKILL, as in a crash.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Whether daprd has exited on its own.
+    pub fn exited(&mut self) -> bool {
+        self.process.exited()
     }
 
     pub fn restart(&mut self) -> anyhow::Result<()> {

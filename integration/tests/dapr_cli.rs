@@ -28,6 +28,7 @@ async fn dapr_invoke_reaches_the_subscribers_methods() {
         scheduler: Some(scheduler.addr()),
         // The CLI's `invoke` sends no Dapr API token (see `DaprCli::invoke`).
         open_sidecars: true,
+        ..Stack::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack
