@@ -7,7 +7,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub const TASK_EVENTS_TOPIC: &str = "task-events";
-pub const DEAD_LETTER_TOPIC: &str = "task-events-deadletter";
+/// Each subscriber has its own dead-letter topic, `<prefix>.<app id>`
+/// (`dead_letter_topic`), so that what one app failed is kept and replayed by that app.
+pub const DEAD_LETTER_TOPIC_PREFIX: &str = "task-events-deadletter";
+/// The dead-letter topic of app `app_id`: `task-events-deadletter.recurring-service`.
+pub fn dead_letter_topic(prefix: &str, app_id: &str) -> String {
+    format!("{prefix}.{app_id}")
+}
+
 /// The CloudEvent `source` of every event task-service emits.
 pub const TASK_SERVICE_SOURCE: &str = "taskmesh/task-service";
 /// Publishing with this content type makes daprd pass our envelope through unchanged, so

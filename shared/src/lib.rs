@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod callback;
 pub mod config;
+pub mod deadletter;
 pub mod error;
 pub mod events;
 pub mod failpoint;

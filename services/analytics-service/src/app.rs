@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use taskmesh_shared::callback::{BindError, CallbackServer, Router, ServiceConfig, Subscription};
-use taskmesh_shared::config::{self, ConfigError, Source};
-use taskmesh_shared::events::{DEAD_LETTER_TOPIC, TASK_EVENTS_TOPIC, TaskEventKind};
+use taskmesh_shared::callback::{
+    BindError, CallbackServer, Router, ServiceConfig, Subscription, Topics,
+};
+use taskmesh_shared::config::{ConfigError, Source};
+use taskmesh_shared::events::TaskEventKind;
 use taskmesh_shared::state::{DaprStateStore, StateStore};
 
 use taskmesh_shared::records::RecordMetrics;
@@ -21,18 +23,14 @@ pub const DEFAULT_METRICS_PORT: u16 = 9104;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
-    pub topic: String,
-    pub dead_letter_topic: String,
+    pub topics: Topics,
 }
 
 impl Config {
     pub fn from_env(env: &dyn Source) -> Result<Self, ConfigError> {
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULT_PORT, DEFAULT_METRICS_PORT)?,
-            topic: config::optional(env, "TASKMESH_TOPIC_TASK_EVENTS")
-                .unwrap_or_else(|| TASK_EVENTS_TOPIC.to_owned()),
-            dead_letter_topic: config::optional(env, "TASKMESH_TOPIC_DEAD_LETTER")
-                .unwrap_or_else(|| DEAD_LETTER_TOPIC.to_owned()),
+            topics: Topics::from_env(env, APP_ID)?,
         })
     }
 }
@@ -54,14 +52,14 @@ pub fn router<S: StateStore>(config: &Config, store: Arc<S>, registry: &mut Regi
             "Events that changed statistics",
         ),
     ));
-    let mut subscription =
-        Subscription::new(config.service.sidecar.pubsub.clone(), config.topic.clone())
-            .dead_letter(config.dead_letter_topic.clone());
+    let pubsub = &config.service.sidecar.pubsub;
+    let mut subscription = Subscription::new(pubsub.clone(), config.topics.task_events.clone());
     for kind in TaskEventKind::ALL {
         subscription = subscription.on_type(kind.event_type(), consumer.clone());
     }
     Router::new()
         .subscribe(subscription)
+        .keep_dead_letters(config.topics.dead_letters(pubsub, store.clone()))
         .method("stats/get", Arc::new(GetStats::new(store)))
 }
 

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use prometheus_client::registry::Registry;
-use taskmesh_shared::callback::{BindError, CallbackServer, Router, ServiceConfig, Subscription};
-use taskmesh_shared::config::{self, ConfigError, Source};
-use taskmesh_shared::events::{
-    DEAD_LETTER_TOPIC, TASK_EVENTS_TOPIC, TASK_REMINDERS_TOPIC, TaskEventKind,
+use taskmesh_shared::callback::{
+    BindError, CallbackServer, Router, ServiceConfig, Subscription, Topics,
 };
+use taskmesh_shared::config::{self, ConfigError, Source};
+use taskmesh_shared::events::{TASK_REMINDERS_TOPIC, TaskEventKind};
 use taskmesh_shared::state::{DaprStateStore, StateStore};
 
 use crate::consumer::TaskEventConsumer;
@@ -28,8 +28,7 @@ pub const DEFAULT_WEBHOOK_BINDING: &str = "taskmesh-webhook";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
-    pub topic: String,
-    pub dead_letter_topic: String,
+    pub topics: Topics,
     pub reminders_topic: String,
     /// `TASKMESH_REMINDER_LEAD_SECS`: reminder lead time unless a user chose one.
     pub default_lead_secs: u64,
@@ -72,8 +71,7 @@ impl Config {
         }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULT_PORT, DEFAULT_METRICS_PORT)?,
-            topic: topic("TASKMESH_TOPIC_TASK_EVENTS", TASK_EVENTS_TOPIC),
-            dead_letter_topic: topic("TASKMESH_TOPIC_DEAD_LETTER", DEAD_LETTER_TOPIC),
+            topics: Topics::from_env(env, APP_ID)?,
             reminders_topic: topic("TASKMESH_TOPIC_REMINDERS", TASK_REMINDERS_TOPIC),
             default_lead_secs,
             email_binding,
@@ -108,6 +106,8 @@ pub fn router<S: StateStore>(
     outbound: Arc<dyn Outbound>,
     registry: &mut Registry,
 ) -> Router {
+    let pubsub = &config.service.sidecar.pubsub;
+    let dead_letters = config.topics.dead_letters(pubsub, store.clone());
     let reminders = Arc::new(Reminders::new(
         store,
         jobs,
@@ -115,9 +115,7 @@ pub fn router<S: StateStore>(
         config.settings(),
         Metrics::register(registry),
     ));
-    let mut subscription =
-        Subscription::new(config.service.sidecar.pubsub.clone(), config.topic.clone())
-            .dead_letter(config.dead_letter_topic.clone());
+    let mut subscription = Subscription::new(pubsub.clone(), config.topics.task_events.clone());
     for kind in TaskEventKind::ALL {
         subscription = subscription.on_type(
             kind.event_type(),
@@ -126,6 +124,7 @@ pub fn router<S: StateStore>(
     }
     let mut router = Router::new()
         .subscribe(subscription)
+        .keep_dead_letters(dead_letters)
         .jobs(Arc::new(ReminderJobs::new(reminders.clone())));
     for (name, method) in crate::methods::all(&reminders) {
         router = router.method(name, method);

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use taskmesh_shared::callback::{BindError, CallbackServer, Router, ServiceConfig, Subscription};
+use taskmesh_shared::callback::{
+    BindError, CallbackServer, Router, ServiceConfig, Subscription, Topics,
+};
 use taskmesh_shared::config::{self, ConfigError, Source};
-use taskmesh_shared::events::{DEAD_LETTER_TOPIC, TASK_EVENTS_TOPIC, TaskEventKind};
+use taskmesh_shared::events::TaskEventKind;
+use taskmesh_shared::state::{DaprStateStore, StateStore};
 
 use crate::consumer::{CompletedConsumer, RecurringMetrics};
 use crate::creator::{DaprTaskCreator, TaskCreator};
@@ -18,8 +21,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9103;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
-    pub topic: String,
-    pub dead_letter_topic: String,
+    pub topics: Topics,
     /// The Dapr app id of task-service (`TASKMESH_TASK_SERVICE_APP_ID`).
     pub task_service_app_id: String,
 }
@@ -28,10 +30,7 @@ impl Config {
     pub fn from_env(env: &dyn Source) -> Result<Self, ConfigError> {
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULT_PORT, DEFAULT_METRICS_PORT)?,
-            topic: config::optional(env, "TASKMESH_TOPIC_TASK_EVENTS")
-                .unwrap_or_else(|| TASK_EVENTS_TOPIC.to_owned()),
-            dead_letter_topic: config::optional(env, "TASKMESH_TOPIC_DEAD_LETTER")
-                .unwrap_or_else(|| DEAD_LETTER_TOPIC.to_owned()),
+            topics: Topics::from_env(env, APP_ID)?,
             task_service_app_id: config::optional(env, "TASKMESH_TASK_SERVICE_APP_ID")
                 .unwrap_or_else(|| "task-service".to_owned()),
         })
@@ -46,18 +45,27 @@ pub enum StartError {
     Bind(#[from] BindError),
 }
 
-pub fn router<C: TaskCreator>(config: &Config, creator: Arc<C>, registry: &mut Registry) -> Router {
+/// The router; `store` keeps the app's dead letters (recurring-service keeps no other
+/// state: task-service's request ids make its effect idempotent).
+pub fn router<C: TaskCreator>(
+    config: &Config,
+    creator: Arc<C>,
+    store: Arc<dyn StateStore>,
+    registry: &mut Registry,
+) -> Router {
     let consumer = Arc::new(CompletedConsumer::new(
         creator,
         RecurringMetrics::register(registry),
     ));
-    Router::new().subscribe(
-        Subscription::new(config.service.sidecar.pubsub.clone(), config.topic.clone())
-            .dead_letter(config.dead_letter_topic.clone())
-            .on_type(TaskEventKind::Completed.event_type(), consumer)
-            // Other task events are not for us: acknowledge them (they are not poison).
-            .otherwise(Arc::new(Ignore)),
-    )
+    let pubsub = &config.service.sidecar.pubsub;
+    Router::new()
+        .subscribe(
+            Subscription::new(pubsub.clone(), config.topics.task_events.clone())
+                .on_type(TaskEventKind::Completed.event_type(), consumer)
+                // Other task events are not for us: acknowledge them (they are not poison).
+                .otherwise(Arc::new(Ignore)),
+        )
+        .keep_dead_letters(config.topics.dead_letters(pubsub, store))
 }
 
 struct Ignore;
@@ -85,6 +93,10 @@ pub async fn build(config: Config) -> Result<CallbackServer, StartError> {
         config.service.sidecar.api_token.clone(),
         config.task_service_app_id.clone(),
     )?);
-    let router = router(&config, creator, &mut registry);
+    let store = Arc::new(DaprStateStore::new(
+        config.service.sidecar.connect_lazy()?,
+        config.service.sidecar.statestore.clone(),
+    ));
+    let router = router(&config, creator, store, &mut registry);
     Ok(CallbackServer::bind(APP_ID, &config.service, router, registry).await?)
 }

@@ -22,20 +22,22 @@ pub struct Delivery {
     pub traceparent: Option<String>,
 }
 
+/// A string field of the envelope that daprd passes on as an extension (`subject`,
+/// `traceparent`, `topic`, `time`, ...).
+pub(crate) fn string_extension(request: &TopicEventRequest, name: &str) -> Option<String> {
+    request
+        .extensions
+        .as_ref()
+        .and_then(|ext| ext.fields.get(name))
+        .and_then(|value| match &value.kind {
+            Some(prost_types::value::Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        })
+}
+
 impl Delivery {
     pub(crate) fn from_request(request: TopicEventRequest) -> Self {
-        let extension = |name: &str| {
-            request
-                .extensions
-                .as_ref()
-                .and_then(|ext| ext.fields.get(name))
-                .and_then(|value| match &value.kind {
-                    Some(prost_types::value::Kind::StringValue(s)) if !s.is_empty() => {
-                        Some(s.clone())
-                    }
-                    _ => None,
-                })
-        };
+        let extension = |name: &str| string_extension(&request, name);
         Self {
             subject: extension("subject"),
             traceparent: extension("traceparent"),

@@ -20,10 +20,19 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplayLabel {
+    /// `applied` or `failed`.
+    pub outcome: &'static str,
+}
+
 #[derive(Clone)]
 pub struct RouterMetrics {
     pub events: Family<EventLabels, Counter>,
     pub handle_seconds: Family<TopicLabel, Histogram>,
+    /// Dead letters kept (a second delivery of one is not counted).
+    pub dead_letters_kept: Counter,
+    pub dead_letters_replayed: Family<ReplayLabel, Counter>,
 }
 
 impl RouterMetrics {
@@ -34,6 +43,8 @@ impl RouterMetrics {
             handle_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 15))
             }),
+            dead_letters_kept: Counter::default(),
+            dead_letters_replayed: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("taskmesh");
         registry.register(
@@ -45,6 +56,16 @@ impl RouterMetrics {
             "event_handle_seconds",
             "Time a handler took per delivery",
             metrics.handle_seconds.clone(),
+        );
+        registry.register(
+            "dead_letters_kept",
+            "Events this app failed, kept from its dead-letter topic for replay",
+            metrics.dead_letters_kept.clone(),
+        );
+        registry.register(
+            "dead_letters_replayed",
+            "Dead letters replayed by an operator, by outcome (applied, failed)",
+            metrics.dead_letters_replayed.clone(),
         );
         metrics
     }

@@ -4,10 +4,12 @@
 //! and the `APP_API_TOKEN` check. The SDK's `AppCallbackService` leaves invocations
 //! unimplemented and always answers SUCCESS; this router answers deliberately.
 
+mod dead_letters;
 mod handlers;
 mod metrics;
 mod process;
 mod server;
+mod topics;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,12 +30,15 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::auth::callers::{CALLER_APP_ID, TrustedCallers, caller_app_id};
+pub use dead_letters::{DeadLetters, METHODS as DEAD_LETTER_METHODS};
+use handlers::string_extension;
 pub use handlers::{Delivery, InvokeError, JobHandler, Method, Outcome, TopicHandler};
 pub use metrics::RouterMetrics;
 
 use metrics::{EventLabels, TopicLabel};
 pub use process::{failed, run_process};
 pub use server::{BindError, CallbackServer, ServiceConfig};
+pub use topics::Topics;
 
 const API_TOKEN_HEADER: &str = "dapr-api-token";
 
@@ -76,7 +81,8 @@ impl Subscription {
         self
     }
 
-    /// Where DROPped events go (after the component's retry policy for RETRY).
+    /// Where DROPped events go (after the component's retry policy for RETRY). Without
+    /// it, the router's own dead-letter topic (`Router::keep_dead_letters`).
     pub fn dead_letter(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter_topic = Some(topic.into());
         self
@@ -111,7 +117,7 @@ impl Subscription {
         format!("/{}/default", self.topic)
     }
 
-    fn declaration(&self) -> TopicSubscription {
+    fn declaration(&self, kept: Option<&DeadLetters>) -> TopicSubscription {
         let rules = self
             .routes
             .iter()
@@ -129,7 +135,14 @@ impl Subscription {
                 rules,
                 default: self.default_path(),
             }),
-            dead_letter_topic: self.dead_letter_topic.clone().unwrap_or_default(),
+            dead_letter_topic: self
+                .dead_letter_topic
+                .clone()
+                .or_else(|| {
+                    kept.filter(|kept| kept.pubsub == self.pubsub)
+                        .map(|kept| kept.topic.clone())
+                })
+                .unwrap_or_default(),
             bulk_subscribe: self.bulk,
         }
     }
@@ -159,6 +172,7 @@ pub struct Router {
     app_api_token: Option<SecretString>,
     trusted_callers: Option<TrustedCallers>,
     metrics: Option<RouterMetrics>,
+    dead_letters: Option<Arc<DeadLetters>>,
 }
 
 impl Router {
@@ -174,6 +188,14 @@ impl Router {
     /// A method for `dapr invoke --method <name>`.
     pub fn method(mut self, name: impl Into<String>, method: Arc<dyn Method>) -> Self {
         self.methods.insert(name.into(), method);
+        self
+    }
+
+    /// Reads the app's own dead-letter topic, keeps what arrives there, and answers the
+    /// operators' `deadletters/list`, `deadletters/replay` and `deadletters/discard`.
+    /// Subscriptions without a dead-letter topic of their own name this one.
+    pub fn keep_dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        self.dead_letters = Some(Arc::new(dead_letters));
         self
     }
 
@@ -246,6 +268,11 @@ impl Router {
     }
 
     async fn deliver(&self, request: TopicEventRequest) -> TopicEventResponseStatus {
+        if let Some(dead_letters) = &self.dead_letters
+            && dead_letters.is_ours(&request.pubsub_name, &request.topic)
+        {
+            return self.keep_dead_letter(dead_letters, request).await;
+        }
         let path = request.path.clone();
         let delivery = Delivery::from_request(request);
         let span = tracing::info_span!(
@@ -259,49 +286,7 @@ impl Router {
         );
         crate::trace_context::set_parent(&span, delivery.traceparent.as_deref(), None);
         async {
-            let subscription = self
-                .subscriptions
-                .iter()
-                .find(|s| s.pubsub == delivery.pubsub && s.topic == delivery.topic);
-            let handler = subscription.and_then(|s| s.handler_for(&path, &delivery.event_type));
-            let known_type = subscription
-                .is_some_and(|s| s.routes.iter().any(|(t, _)| *t == delivery.event_type));
-            let labels = (
-                delivery.topic.clone(),
-                if known_type {
-                    delivery.event_type.clone()
-                } else {
-                    "unknown".to_owned()
-                },
-            );
-            let started = std::time::Instant::now();
-            let outcome = match handler {
-                Some(handler) => handler.handle(delivery).await,
-                None => Outcome::Drop(format!(
-                    "no handler for type {:?} on {}",
-                    delivery.event_type, delivery.topic
-                )),
-            };
-            if let Some(metrics) = &self.metrics {
-                let outcome = match outcome {
-                    Outcome::Success => "success",
-                    Outcome::Retry(_) => "retry",
-                    Outcome::Drop(_) => "drop",
-                };
-                metrics
-                    .events
-                    .get_or_create(&EventLabels {
-                        topic: labels.0.clone(),
-                        event_type: labels.1,
-                        outcome,
-                    })
-                    .inc();
-                metrics
-                    .handle_seconds
-                    .get_or_create(&TopicLabel { topic: labels.0 })
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            match outcome {
+            match self.dispatch(&path, delivery).await {
                 Outcome::Success => TopicEventResponseStatus::Success,
                 Outcome::Retry(reason) => {
                     tracing::info!(%reason, "RETRY: will be delivered again");
@@ -315,6 +300,75 @@ impl Router {
         }
         .instrument(span)
         .await
+    }
+
+    /// Runs `delivery` through its handler (by the route `path` the sidecar matched, else
+    /// by type; a replay passes no path), counts the outcome, and remembers why it failed
+    /// for the dead letter that may follow.
+    async fn dispatch(&self, path: &str, delivery: Delivery) -> Outcome {
+        let subscription = self
+            .subscriptions
+            .iter()
+            .find(|s| s.pubsub == delivery.pubsub && s.topic == delivery.topic);
+        let handler = subscription.and_then(|s| s.handler_for(path, &delivery.event_type));
+        let known_type =
+            subscription.is_some_and(|s| s.routes.iter().any(|(t, _)| *t == delivery.event_type));
+        let labels = (
+            delivery.topic.clone(),
+            if known_type {
+                delivery.event_type.clone()
+            } else {
+                "unknown".to_owned()
+            },
+        );
+        let id = delivery.id.clone();
+        let started = std::time::Instant::now();
+        let outcome = match handler {
+            Some(handler) => handler.handle(delivery).await,
+            None => Outcome::Drop(format!(
+                "no handler for type {:?} on {}",
+                delivery.event_type, delivery.topic
+            )),
+        };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match outcome {
+                Outcome::Success => "success",
+                Outcome::Retry(_) => "retry",
+                Outcome::Drop(_) => "drop",
+            };
+            metrics
+                .events
+                .get_or_create(&EventLabels {
+                    topic: labels.0.clone(),
+                    event_type: labels.1,
+                    outcome,
+                })
+                .inc();
+            metrics
+                .handle_seconds
+                .get_or_create(&TopicLabel { topic: labels.0 })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if let (Some(dead_letters), Outcome::Retry(reason) | Outcome::Drop(reason)) =
+            (&self.dead_letters, &outcome)
+        {
+            dead_letters.note_failure(&id, reason);
+        }
+        outcome
+    }
+}
+
+impl Router {
+    fn invoke_response(output: serde_json::Value) -> Result<Response<InvokeResponse>, Status> {
+        let body =
+            serde_json::to_vec(&output).map_err(|err| invoke_status(InvokeError::internal(err)))?;
+        Ok(Response::new(InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: body,
+            }),
+            content_type: crate::events::JSON_CONTENT_TYPE.to_owned(),
+        }))
     }
 }
 
@@ -371,8 +425,19 @@ impl AppCallback for Router {
         );
         crate::trace_context::set_parent(&span, traceparent.as_deref(), None);
         async {
+            if self.dead_letters.is_some()
+                && DEAD_LETTER_METHODS.contains(&request.method.as_str())
+                && let Some(result) = self
+                    .dead_letter_method(&request.method, &invoke_input(&request)?)
+                    .await
+            {
+                return Self::invoke_response(result.map_err(invoke_status)?);
+            }
             let method = self.methods.get(&request.method).ok_or_else(|| {
                 let mut known: Vec<&str> = self.methods.keys().map(String::as_str).collect();
+                if self.dead_letters.is_some() {
+                    known.extend(DEAD_LETTER_METHODS);
+                }
                 known.sort_unstable();
                 Status::unimplemented(format!(
                     "unknown method {:?}; this app answers: {}",
@@ -384,15 +449,7 @@ impl AppCallback for Router {
                 .call(invoke_input(&request)?)
                 .await
                 .map_err(invoke_status)?;
-            let body = serde_json::to_vec(&output)
-                .map_err(|err| invoke_status(InvokeError::internal(err)))?;
-            Ok(Response::new(InvokeResponse {
-                data: Some(prost_types::Any {
-                    type_url: String::new(),
-                    value: body,
-                }),
-                content_type: crate::events::JSON_CONTENT_TYPE.to_owned(),
-            }))
+            Self::invoke_response(output)
         }
         .instrument(span)
         .await
@@ -408,7 +465,19 @@ impl AppCallback for Router {
             subscriptions: self
                 .subscriptions
                 .iter()
-                .map(Subscription::declaration)
+                .map(|s| s.declaration(self.dead_letters.as_deref()))
+                .chain(self.dead_letters.as_ref().map(|kept| TopicSubscription {
+                    pubsub_name: kept.pubsub.clone(),
+                    topic: kept.topic.clone(),
+                    metadata: HashMap::new(),
+                    routes: Some(TopicRoutes {
+                        rules: Vec::new(),
+                        default: format!("/{}/keep", kept.topic),
+                    }),
+                    // Nowhere further: what cannot be kept now stays on this topic.
+                    dead_letter_topic: String::new(),
+                    bulk_subscribe: None,
+                }))
                 .collect(),
         }))
     }

@@ -284,3 +284,180 @@ async fn bulk_deliveries_are_declared_and_answered_entry_by_entry() {
     );
     assert_eq!(ok.seen.lock().unwrap().as_slice(), ["1"]);
 }
+
+/// A handler that fails until it is fixed, counting what it applied.
+struct Fixable {
+    fixed: std::sync::atomic::AtomicBool,
+    applied: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl TopicHandler for Fixable {
+    async fn handle(&self, delivery: Delivery) -> Outcome {
+        if !self.fixed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Outcome::Retry("PERMISSION_DENIED from task-service".into());
+        }
+        // Deduplicates by event id, as every consumer does.
+        let mut applied = self.applied.lock().unwrap();
+        if !applied.contains(&delivery.id) {
+            applied.push(delivery.id);
+        }
+        Outcome::Success
+    }
+}
+
+fn dead_letter_of(request: &TopicEventRequest) -> TopicEventRequest {
+    let field = |s: &str| prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue(s.into())),
+    };
+    TopicEventRequest {
+        topic: "task-events-deadletter.app".into(),
+        path: "/task-events-deadletter.app/keep".into(),
+        extensions: Some(prost_types::Struct {
+            fields: [
+                ("topic".to_owned(), field(&request.topic)),
+                ("time".to_owned(), field("2026-12-03T09:00:00Z")),
+            ]
+            .into(),
+        }),
+        ..request.clone()
+    }
+}
+
+async fn call(router: &Router, method: &str, body: serde_json::Value) -> serde_json::Value {
+    let response = router
+        .on_invoke(invoke(method, body.to_string().as_bytes()))
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_slice(&response.data.unwrap().value).unwrap()
+}
+
+#[tokio::test]
+async fn dead_letters_are_kept_once_listed_and_replayed_into_the_same_handler() {
+    let handler = Arc::new(Fixable {
+        fixed: false.into(),
+        applied: Mutex::new(Vec::new()),
+    });
+    let memory = Arc::new(crate::state::MemoryStateStore::new());
+    let topics = Topics::from_env(
+        &std::collections::HashMap::from([(
+            "TASKMESH_TOPIC_DEAD_LETTER",
+            "task-events-deadletter",
+        )]),
+        "app",
+    )
+    .unwrap();
+    let router = Router::new()
+        .subscribe(Subscription::new("ps", "task-events").on_type("a.v1", handler.clone()))
+        .keep_dead_letters(topics.dead_letters("ps", memory.clone()));
+
+    // Declared: the topic names the app's own dead-letter topic, which the app reads.
+    let declared = router
+        .list_topic_subscriptions(Request::new(()))
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    assert_eq!(declared.len(), 2);
+    assert_eq!(declared[0].dead_letter_topic, "task-events-deadletter.app");
+    assert_eq!(declared[1].topic, "task-events-deadletter.app");
+    assert_eq!(declared[1].dead_letter_topic, "");
+
+    // Fails; the sidecar dead-letters it (twice: a redelivery): kept once, with the reason.
+    let request = event("a.v1", "/task-events/a.v1");
+    assert_eq!(
+        status(&router, request.clone()).await,
+        TopicEventResponseStatus::Retry as i32
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            status(&router, dead_letter_of(&request)).await,
+            TopicEventResponseStatus::Success as i32
+        );
+    }
+    let listed = call(&router, "deadletters/list", serde_json::json!({})).await;
+    assert_eq!(listed["kept"], 1, "{listed}");
+    let letter = &listed["dead_letters"][0];
+    assert_eq!(letter["id"], "id-a.v1");
+    assert_eq!(letter["topic"], "task-events");
+    assert_eq!(letter["time"], "2026-12-03T09:00:00Z");
+    assert_eq!(letter["reason"], "PERMISSION_DENIED from task-service");
+    assert!(handler.applied.lock().unwrap().is_empty());
+
+    // Replayed before the fix: still kept, with one more replay.
+    let replayed = call(
+        &router,
+        "deadletters/replay",
+        serde_json::json!({"all": true}),
+    )
+    .await;
+    assert_eq!(replayed["failed"], 1, "{replayed}");
+    let listed = call(&router, "deadletters/list", serde_json::json!({})).await;
+    assert_eq!(listed["dead_letters"][0]["replays"], 1, "{listed}");
+
+    // After the fix: applied once, and gone; a second replay finds nothing.
+    handler
+        .fixed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let replayed = call(
+        &router,
+        "deadletters/replay",
+        serde_json::json!({"id": "id-a.v1"}),
+    )
+    .await;
+    assert_eq!(replayed["applied"], 1, "{replayed}");
+    assert_eq!(*handler.applied.lock().unwrap(), ["id-a.v1"]);
+    assert_eq!(
+        call(&router, "deadletters/list", serde_json::json!({})).await["kept"],
+        0
+    );
+    let again = router
+        .on_invoke(invoke("deadletters/replay", br#"{"id": "id-a.v1"}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::NotFound);
+    let bad = router
+        .on_invoke(invoke("deadletters/replay", b"{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    // A poison event (DROP) is kept too, and an operator may discard it.
+    let poison = TopicEventRequest {
+        id: "poison".into(),
+        ..event("z.v1", "/task-events/default")
+    };
+    assert_eq!(
+        status(&router, poison.clone()).await,
+        TopicEventResponseStatus::Drop as i32
+    );
+    status(&router, dead_letter_of(&poison)).await;
+    let listed = call(
+        &router,
+        "deadletters/list",
+        serde_json::json!({"id": "poison"}),
+    )
+    .await;
+    assert!(
+        listed["dead_letters"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no handler"),
+        "{listed}"
+    );
+    let discarded = call(
+        &router,
+        "deadletters/discard",
+        serde_json::json!({"all": true}),
+    )
+    .await;
+    assert_eq!(discarded["discarded"], 1);
+
+    // The store down: the dead letter waits on its topic (RETRY), nothing is lost.
+    memory.set_down(true);
+    assert_eq!(
+        status(&router, dead_letter_of(&request)).await,
+        TopicEventResponseStatus::Retry as i32
+    );
+}
