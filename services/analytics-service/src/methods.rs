@@ -7,8 +7,7 @@ use serde::Deserialize;
 use taskmesh_shared::callback::{InvokeError, Method};
 use taskmesh_shared::state::StateStore;
 
-use crate::consumer::stats_key;
-use crate::stats::UserStats;
+use crate::consumer::{Aggregate, user_key};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,16 +44,17 @@ impl<S: StateStore> Method for GetStats<S> {
         let user = user_id(input)?;
         let stats = match self
             .store
-            .get(&stats_key(&user))
+            .get(&user_key(&user))
             .await
             .map_err(|err| InvokeError::Unavailable(err.to_string()))?
         {
             Some(read) => {
-                serde_json::from_slice::<UserStats>(&read.value).map_err(InvokeError::internal)?
+                serde_json::from_slice::<Aggregate>(&read.value).map_err(InvokeError::internal)?
             }
-            None => UserStats::default(),
+            None => Aggregate::default(),
         };
-        serde_json::to_value(stats.report(&user, chrono::Utc::now())).map_err(InvokeError::internal)
+        serde_json::to_value(stats.stats.report(&user, chrono::Utc::now()))
+            .map_err(InvokeError::internal)
     }
 }
 
