@@ -26,7 +26,8 @@ APPS = ["task-service", "notification-service", "recurring-service", "analytics-
 ROOT = os.path.join(CHART, "..", "..")
 OPS = "taskmesh-ops"
 OPS_METHODS = ["stats/get", "notifications/list", "notifications/ack", "preferences/get",
-               "preferences/set", "preferences/delete"]
+               "preferences/set", "preferences/delete", "deadletters/list", "deadletters/replay",
+               "deadletters/discard"]
 # What task-service invokes to answer its public notification, preference and stats services.
 TASK_SERVICE_INVOKES = ["notifications/list", "notifications/ack", "preferences/get",
                         "preferences/set", "preferences/delete", "stats/get"]
@@ -223,7 +224,11 @@ class EveryEnvironment(unittest.TestCase):
 
     def test_the_operator_methods_are_ones_the_services_register(self):
         sources = ""
-        for path in glob.glob(os.path.join(ROOT, "services", "*", "src", "**", "*.rs"), recursive=True):
+        # The services' own methods, and the router's that every subscriber answers
+        # (shared/src/callback: deadletters/*).
+        paths = glob.glob(os.path.join(ROOT, "services", "*", "src", "**", "*.rs"), recursive=True)
+        paths += glob.glob(os.path.join(ROOT, "shared", "src", "callback", "*.rs"))
+        for path in paths:
             with open(path) as f:
                 sources += f.read()
         for method in OPS_METHODS + TASK_SERVICE_INVOKES:
@@ -604,40 +609,46 @@ class PubsubTopicScopes(unittest.TestCase):
         return operation_allowed(topic, protected, scoped_topics(scope, app))
 
     def test_who_may_publish_and_subscribe_to_what(self):
+        dl = {app: "task-events-deadletter." + app for app in SUBSCRIBERS}
         publish = {"task-service": {"task-events"},
-                   "notification-service": {"task-reminders", "task-events-deadletter"},
-                   "recurring-service": {"task-events-deadletter"},
-                   "analytics-service": {"task-events-deadletter"},
+                   "notification-service": {"task-reminders", dl["notification-service"]},
+                   "recurring-service": {dl["recurring-service"]},
+                   "analytics-service": {dl["analytics-service"]},
                    OPS: set()}
+        # Each subscriber reads its own dead letters, and nobody else's.
         subscribe = {"task-service": set(),
-                     "notification-service": {"task-events", "task-reminders"},
-                     "recurring-service": {"task-events"},
-                     "analytics-service": {"task-events"},
+                     "notification-service": {"task-events", "task-reminders",
+                                              dl["notification-service"]},
+                     "recurring-service": {"task-events", dl["recurring-service"]},
+                     "analytics-service": {"task-events", dl["analytics-service"]},
                      OPS: set()}
-        topics = ["task-events", "task-reminders", "task-events-deadletter"]
+        topics = ["task-events", "task-reminders"] + list(dl.values())
         for env in ["local", "staging", "prod"]:
             pubsub = by_kind(render(env), "Component")["taskmesh-pubsub"]
             metadata = {m["name"]: m.get("value") for m in pubsub["spec"]["metadata"]}
-            self.assertEqual(metadata["protectedTopics"], "task-events,task-reminders")
+            self.assertEqual(metadata["protectedTopics"].split(","), topics)
             for app in APPS + [OPS, "someone-else"]:
                 for topic in topics:
                     with self.subTest(env=env, app=app, topic=topic):
                         self.assertEqual(self.allowed(pubsub, "publish", app, topic),
-                                         topic in publish.get(app, {"task-events-deadletter"}))
+                                         topic in publish.get(app, set()))
                         self.assertEqual(self.allowed(pubsub, "subscribe", app, topic),
-                                         topic in subscribe.get(app, {"task-events-deadletter"}))
+                                         topic in subscribe.get(app, set()))
 
     def test_the_topic_names_come_from_the_values(self):
         pubsub = by_kind(render("local", "--set", "topics.taskEvents=ev", "--set", "topics.reminders=rem",
                                 "--set", "topics.deadLetter=dl"), "Component")["taskmesh-pubsub"]
         metadata = {m["name"]: m.get("value") for m in pubsub["spec"]["metadata"]}
-        self.assertEqual(metadata["protectedTopics"], "ev,rem")
+        self.assertEqual(metadata["protectedTopics"],
+                         "ev,rem,dl.notification-service,dl.recurring-service,dl.analytics-service")
         self.assertEqual(metadata["publishingScopes"],
-                         "task-service=ev;notification-service=rem,dl;recurring-service=dl;"
-                         "analytics-service=dl;taskmesh-ops=")
+                         "task-service=ev;notification-service=rem,dl.notification-service;"
+                         "recurring-service=dl.recurring-service;"
+                         "analytics-service=dl.analytics-service;taskmesh-ops=")
         self.assertEqual(metadata["subscriptionScopes"],
-                         "task-service=;notification-service=ev,rem;recurring-service=ev;"
-                         "analytics-service=ev;taskmesh-ops=")
+                         "task-service=;notification-service=ev,rem,dl.notification-service;"
+                         "recurring-service=ev,dl.recurring-service;"
+                         "analytics-service=ev,dl.analytics-service;taskmesh-ops=")
         self.assertIn("three different topics", helm_fails("--set", "topics.deadLetter=task-events") or "")
 
 

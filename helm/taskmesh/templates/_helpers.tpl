@@ -92,26 +92,36 @@ taskmesh.dev/environment: {{ .Values.environment }}
 - stats/get
 {{- end -}}
 
+{{/* The dead-letter topic of one subscriber: `<topics.deadLetter>.<app id>` (what the app
+     computes from TASKMESH_TOPIC_DEAD_LETTER). Called with dict root, app. */}}
+{{- define "taskmesh.deadLetterTopic" -}}
+{{ .root.Values.topics.deadLetter }}.{{ .app }}
+{{- end -}}
+
 {{/* The pub/sub component's topic scopes (Dapr's protectedTopics, publishingScopes and
-     subscriptionScopes), as YAML. The task-events and reminders topics are protected: an
-     app not scoped to them can neither publish nor subscribe. The dead-letter topic is
-     not protected but is in the subscribers' publishingScopes: their sidecars publish to it
-     (deadLetterTopic), and a publishingScopes entry lists every topic the app may publish.
-     `app=` allows that app no topic. */}}
+     subscriptionScopes), as YAML. Every topic is protected: an app not scoped to it can
+     neither publish nor subscribe. Each subscriber has a dead-letter topic of its own: its
+     sidecar publishes there what the app failed (deadLetterTopic; a publishingScopes entry
+     lists every topic the app may publish), and only that app reads it, to keep the dead
+     letters for replay. `app=` allows that app no topic. */}}
 {{- define "taskmesh.pubsubTopicScopes" -}}
 {{- $t := .Values.topics -}}
 {{- $ids := list "task-service" "notification-service" "recurring-service" "analytics-service" "taskmesh-ops" -}}
+{{- $dl := dict -}}
+{{- range $app := list "notification-service" "recurring-service" "analytics-service" -}}
+{{- $_ := set $dl $app (include "taskmesh.deadLetterTopic" (dict "root" $ "app" $app)) -}}
+{{- end -}}
 {{- $publish := dict
       "task-service" (list $t.taskEvents)
-      "notification-service" (list $t.reminders $t.deadLetter)
-      "recurring-service" (list $t.deadLetter)
-      "analytics-service" (list $t.deadLetter)
+      "notification-service" (list $t.reminders (index $dl "notification-service"))
+      "recurring-service" (list (index $dl "recurring-service"))
+      "analytics-service" (list (index $dl "analytics-service"))
       "taskmesh-ops" (list) -}}
 {{- $subscribe := dict
       "task-service" (list)
-      "notification-service" (list $t.taskEvents $t.reminders)
-      "recurring-service" (list $t.taskEvents)
-      "analytics-service" (list $t.taskEvents)
+      "notification-service" (list $t.taskEvents $t.reminders (index $dl "notification-service"))
+      "recurring-service" (list $t.taskEvents (index $dl "recurring-service"))
+      "analytics-service" (list $t.taskEvents (index $dl "analytics-service"))
       "taskmesh-ops" (list) -}}
 {{- $pub := list -}}
 {{- $sub := list -}}
@@ -119,7 +129,7 @@ taskmesh.dev/environment: {{ .Values.environment }}
 {{- $pub = append $pub (printf "%s=%s" $id (join "," (index $publish $id))) -}}
 {{- $sub = append $sub (printf "%s=%s" $id (join "," (index $subscribe $id))) -}}
 {{- end -}}
-protectedTopics: {{ join "," (list $t.taskEvents $t.reminders) | quote }}
+protectedTopics: {{ join "," (list $t.taskEvents $t.reminders (index $dl "notification-service") (index $dl "recurring-service") (index $dl "analytics-service")) | quote }}
 publishingScopes: {{ join ";" $pub | quote }}
 subscriptionScopes: {{ join ";" $sub | quote }}
 {{- end -}}
@@ -136,7 +146,7 @@ subscriptionScopes: {{ join ";" $sub | quote }}
 {{- end -}}
 {{- $t := $v.topics -}}
 {{- if ne 3 (len (list $t.taskEvents $t.reminders $t.deadLetter | uniq)) -}}
-{{- fail "topics.taskEvents, topics.reminders and topics.deadLetter must be three different topics: the pub/sub scopes tell them apart." -}}
+{{- fail "topics.taskEvents, topics.reminders and topics.deadLetter must be three different topics: the pub/sub scopes tell them apart (topics.deadLetter is the prefix of each subscriber's dead-letter topic, <prefix>.<app id>)." -}}
 {{- end -}}
 {{- $secrets := list -}}
 {{- range $app := include "taskmesh.tokenApps" . | fromYamlArray -}}
