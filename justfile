@@ -98,6 +98,13 @@ bench-consumers: setup
     cargo build --release --workspace --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-consumers"
 
+# Under `just up`: `just deadletters recurring-service` lists; after a fix `just deadletters
+# recurring-service replay <event id>` (or `replay --all`) runs them through the app's
+# handler again; `discard <id>|--all` forgets them.
+# A subscriber's dead letters (events it failed): list, replay after a fix, or discard.
+deadletters app action="list" which="":
+    scripts/deadletters.sh {{app}} {{action}} {{which}}
+
 # Run grpcurl (built from the Go module proxy on first use), e.g. `just grpcurl -plaintext localhost:50051 list`.
 grpcurl *args:
     "$(scripts/setup-go-tool.sh grpcurl {{grpcurl_module}})" {{args}}
