@@ -296,6 +296,15 @@ impl<S: OutboxStore + Clone, P: EventPublisher, L: Leadership> Relay<S, P, L> {
         self.probe_offset = self.probe_offset.wrapping_add(1);
         let (mut accepted, mut refused) = (Vec::new(), Vec::new());
         for event in wave[start..].iter().chain(&wave[..start]) {
+            // The fence again: one at a time, a wave is many requests. What was accepted
+            // is marked; the refusals are left for the next leader to find again.
+            if !self.leadership.still_leader().await {
+                return if accepted.is_empty() {
+                    Err(bulk_error)
+                } else {
+                    Ok((accepted, Vec::new()))
+                };
+            }
             match self.publisher.publish(std::slice::from_ref(event)).await {
                 Ok(()) => accepted.push(event.seq),
                 Err(err) if !err.may_be_about_the_events() => {
@@ -754,6 +763,30 @@ mod tests {
         assert_eq!(*publisher.calls.lock().unwrap(), vec![vec![1, 2]]);
         // What went out is marked; the rest waits for whoever leads now.
         assert_eq!(store.pending_seqs(), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn one_at_a_time_stops_at_the_first_failed_proof() {
+        // The bulk call fails whole; the search publishes one event, then cannot prove
+        // its lead: it publishes no other, and counts no refusal.
+        let store = FakeStore::with(vec![event(1, "poison"), event(2, "a"), event(3, "b")]);
+        let publisher = Arc::new(FakePublisher::default());
+        let mut relay = fenced_relay(&store, &publisher, 2);
+
+        assert!(matches!(relay.cycle().await, Err(CycleError::Publish(_))));
+        assert_eq!(
+            *publisher.calls.lock().unwrap(),
+            vec![vec![1, 2, 3], vec![1]]
+        );
+        assert!(
+            store
+                .rows
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(e, _)| e.attempts == 0)
+        );
+        assert_eq!(store.pending_seqs(), vec![1, 2, 3]);
     }
 
     #[tokio::test]
