@@ -96,6 +96,7 @@ impl Database {
                 // trip for each query. A connection in steady use is alive; one idle long
                 // enough for the server, a proxy or a firewall to have dropped it is tested.
                 .test_before_acquire_if_idle_for(PG_PING_AFTER_IDLE)
+                .acquire_timeout(PG_ACQUIRE_TIMEOUT)
                 .map_sqlx_postgres_opts(move |opts| {
                     opts.options([(
                         "statement_timeout",
@@ -125,6 +126,12 @@ impl Database {
         let _ = self.batch_reader.close().await;
     }
 }
+
+/// How long a call waits for a PostgreSQL connection before it answers UNAVAILABLE. The
+/// pool's default, 30 s, held every call of a client whose database was down (restarting,
+/// failing over) until the client's own deadline ran out, with nothing said; a busy pool
+/// hands out connections within milliseconds.
+const PG_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long a PostgreSQL connection may sit in the pool before it is pinged on checkout.
 const PG_PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);

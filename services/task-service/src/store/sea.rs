@@ -8,8 +8,8 @@ use std::sync::Arc;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, Statement,
-    TransactionTrait, TryIntoModel, Value,
+    IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Select, SqlErr,
+    Statement, TransactionTrait, TryIntoModel, Value,
 };
 use taskmesh_shared::error::ApiError;
 use taskmesh_shared::events::TaskEvent;
@@ -458,10 +458,38 @@ fn db_error(err: DbErr) -> ApiError {
 /// reached (a transient failure), INTERNAL for a failed query. Shared, because every
 /// caller in a read batch gets the batch's one error.
 pub(super) fn shared_db_error(err: Arc<DbErr>) -> ApiError {
-    if matches!(*err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
+    if is_unreachable(&err) {
         ApiError::Unavailable(err.into())
     } else {
         ApiError::internal(err)
+    }
+}
+
+/// Whether the database could not be reached, or went away under the statement: no
+/// connection within the pool's acquire timeout, or a pooled connection that the server
+/// closed or lost (a restart of PostgreSQL answers the statements of the sessions it cuts
+/// with SQLSTATE 57P01 `admin_shutdown`, the ones after with an I/O error; class 08 is
+/// "connection exception", 57P0x the server shutting down or starting up). The fault
+/// matrix (`integration/tests/faults.rs`) restarts PostgreSQL under load and holds the API
+/// to UNAVAILABLE for all of them.
+fn is_unreachable(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error;
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
+            match err.as_ref() {
+                Error::Io(_)
+                | Error::Tls(_)
+                | Error::PoolTimedOut
+                | Error::PoolClosed
+                | Error::WorkerCrashed => true,
+                Error::Database(db) => db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+                _ => false,
+            }
+        }
+        _ => false,
     }
 }
 
@@ -659,5 +687,25 @@ mod tests {
     #[test]
     fn like_wildcards_are_escaped() {
         assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
+    }
+
+    #[test]
+    fn a_lost_database_is_unavailable_and_a_failed_query_internal() {
+        use sea_orm::sqlx::Error;
+        let sqlx = |err: Error| RuntimeErr::SqlxError(Arc::new(err));
+        for gone in [
+            DbErr::Exec(sqlx(Error::Io(std::io::ErrorKind::BrokenPipe.into()))),
+            DbErr::Query(sqlx(Error::PoolTimedOut)),
+            DbErr::Conn(RuntimeErr::Internal("refused".into())),
+        ] {
+            assert!(is_unreachable(&gone), "{gone}");
+        }
+        for failed in [
+            DbErr::Exec(sqlx(Error::RowNotFound)),
+            DbErr::Query(RuntimeErr::Internal("bad".into())),
+            DbErr::Custom("bug".into()),
+        ] {
+            assert!(!is_unreachable(&failed), "{failed}");
+        }
     }
 }
