@@ -219,7 +219,8 @@ class EveryEnvironment(unittest.TestCase):
         self.assertFalse(any("*" in m for m in ops_methods))
         resiliency = by_kind(render("prod"), "Resiliency")["taskmesh"]["spec"]
         inbound = resiliency["targets"]["components"]["taskmesh-pubsub"]["inbound"]
-        self.assertEqual(set(inbound), {"retry", "circuitBreaker"})
+        # No breaker: an open one loses dead letters on Redis Streams (dapr-resiliency.yaml).
+        self.assertEqual(set(inbound), {"retry"})
         self.assertIn("task-service", resiliency["targets"]["apps"])
 
     def test_the_operator_methods_are_ones_the_services_register(self):
