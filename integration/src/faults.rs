@@ -82,7 +82,7 @@ pub struct FaultStack {
     /// store alone.
     broker_redis: Option<RedisServer>,
     kafka: Option<KafkaBroker>,
-    _state_redis: RedisServer,
+    state_redis: RedisServer,
     pg: PgCluster,
     database_url: String,
     _scheduler: Scheduler,
@@ -172,7 +172,7 @@ impl FaultStack {
             choice,
             broker_redis,
             kafka,
-            _state_redis: state_redis,
+            state_redis,
             pg,
             database_url,
             _scheduler: scheduler,
@@ -187,6 +187,33 @@ impl FaultStack {
 
     pub fn endpoint(&self) -> String {
         self.task.service.endpoint()
+    }
+
+    /// Every process of the stack that runs now, by name (for a soak's RSS report).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut pids = vec![("postgres".to_owned(), self.pg.pid())];
+        pids.extend(
+            self.broker_redis
+                .as_ref()
+                .and_then(RedisServer::pid)
+                .map(|pid| ("redis-broker".to_owned(), pid)),
+        );
+        pids.extend(
+            self.kafka
+                .as_ref()
+                .and_then(KafkaBroker::pid)
+                .map(|pid| ("kafka".to_owned(), pid)),
+        );
+        for (name, app) in [
+            ("task-service", &self.task),
+            ("analytics-service", &self.analytics),
+            ("notification-service", &self.notification),
+            ("recurring-service", &self.recurring),
+        ] {
+            pids.extend(app.service.pid().map(|pid| (name.to_owned(), pid)));
+            pids.extend(app.sidecar.pid().map(|pid| (format!("{name} daprd"), pid)));
+        }
+        pids
     }
 
     /// Deliveries each consumer has handled so far (every outcome, redeliveries included),
@@ -732,6 +759,7 @@ impl FaultStack {
         let users: Vec<String> = (0..options.users)
             .map(|k| format!("{}-{run}-u{k}", fault.name()))
             .collect();
+        let began = Instant::now();
         let before = self.deliveries();
         let load = Load::start(&self.endpoint(), &users, options.scripts_per_second)?;
         tokio::time::sleep(options.lead).await;
@@ -753,6 +781,7 @@ impl FaultStack {
             delivered,
             load,
             outage,
+            elapsed: began.elapsed(),
         })
     }
 }
@@ -788,7 +817,10 @@ pub struct RunReport {
     pub counts: Counts,
     pub delivered: [u64; 3],
     pub load: LoadResult,
+    /// From the fault's start until every process ran again.
     pub outage: Duration,
+    /// The whole run: load, fault, settling and counting.
+    pub elapsed: Duration,
 }
 
 impl RunReport {
@@ -815,11 +847,12 @@ impl RunReport {
         let c = &self.counts;
         format!(
             "  load: {} scripts, {} acknowledged writes, failures by code {:?}; outage {:.1}s; \
-             effects analytics={} notification={} recurring={}; unpublished={} parked={}",
+             run {:.0}s; effects analytics={} notification={} recurring={}; unpublished={} parked={}",
             self.load.scripts,
             self.load.acked.len(),
             self.load.failures,
             self.outage.as_secs_f64(),
+            self.elapsed.as_secs_f64(),
             c.applied[0],
             c.applied[1],
             c.applied[2],
@@ -1036,5 +1069,30 @@ async fn script(mut client: TaskClient, i: u64, result: &Mutex<LoadResult>) {
         Err(status) => {
             record(Err(status), "");
         }
+    }
+}
+
+impl FaultStack {
+    /// Every long-lived process of the stack by a stable name, with its current pid (a
+    /// restarted process keeps its name and gets a new pid), for a soak's RSS report.
+    pub fn processes(&self) -> Vec<(String, Option<u32>)> {
+        let mut all = vec![("postgres".to_owned(), Some(self.pg.pid()))];
+        if let Some(redis) = &self.broker_redis {
+            all.push(("broker (redis)".to_owned(), redis.pid()));
+        }
+        if let Some(kafka) = &self.kafka {
+            all.push(("broker (kafka)".to_owned(), kafka.pid()));
+        }
+        all.push(("state store (redis)".to_owned(), self.state_redis.pid()));
+        for (name, app) in [
+            ("task-service", &self.task),
+            ("analytics-service", &self.analytics),
+            ("notification-service", &self.notification),
+            ("recurring-service", &self.recurring),
+        ] {
+            all.push((name.to_owned(), app.service.pid()));
+            all.push((format!("{name} daprd"), app.sidecar.pid()));
+        }
+        all
     }
 }
