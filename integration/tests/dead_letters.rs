@@ -2,7 +2,8 @@
 //! real daprd, task-service and recurring-service: after the resiliency policy's retries
 //! the event is on recurring-service's own dead-letter topic and kept in its state store;
 //! the consumer keeps going (later events are applied); after the fix an operator's
-//! replay applies it once.
+//! replay applies it once. A poison event (DROP) is kept at once, fails again when
+//! replayed, and is discarded by the operator.
 //!
 //! The failure is a real one: task-service started without recurring-service in its
 //! TASKMESH_TRUSTED_CALLERS (a roll-out mistake) answers PERMISSION_DENIED to the next
@@ -25,7 +26,7 @@ use taskmesh_integration::kafka_broker::KafkaBroker;
 use taskmesh_integration::net::free_port;
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::services::ServiceProcess;
-use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
+use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources, http_request};
 use taskmesh_proto::tasks::v1::*;
 
 const SECRET: &str = "dead-letter-secret-0123456789abcdef0123456789abcdef";
@@ -257,10 +258,61 @@ async fn a_failed_event_is_kept_and_replayed_once_after_the_fix(broker: Broker) 
     assert_eq!(open_titled(&mut alice, "Water plants").await.len(), 1);
     assert_eq!(open_titled(&mut alice, "Feed the cat").await.len(), 1);
 
+    // Poison (a type no version of recurring-service knows) is DROPped and kept at once;
+    // replayed it fails again and stays; an operator discards it.
+    let token = tasks.token.clone().unwrap();
+    let (status, body) = http_request(
+        tasks.sidecar.http_port(),
+        "POST",
+        "/v1.0/publish/taskmesh-pubsub/task-events",
+        &[
+            ("Content-Type", "application/cloudevents+json"),
+            ("dapr-api-token", &token),
+        ],
+        &json!({
+            "specversion": "1.0", "id": "poison-1", "source": "test",
+            "type": "taskmesh.task.exploded.v1", "datacontenttype": "application/json",
+            "data": {"x": 1},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 204, "{body}");
+    let poison = eventually(Duration::from_secs(60), async || {
+        dead_letters(&recurring)["dead_letters"]
+            .as_array()?
+            .iter()
+            .find(|letter| letter["id"] == "poison-1")
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("poison not kept:\n{}", tail(&recurring.service.log())));
+    assert!(
+        poison["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown event type"),
+        "{poison}"
+    );
+    assert_eq!(poison["data"]["x"], 1, "{poison}");
+    let replayed = recurring
+        .invoke_ok(RECURRING, "deadletters/replay", &json!({"all": true}))
+        .unwrap();
+    assert_eq!(replayed["failed"], 1, "{replayed}");
+    let kept = dead_letters(&recurring);
+    assert_eq!(kept["kept"], 1, "{kept}");
+    assert_eq!(kept["dead_letters"][0]["replays"], 1, "{kept}");
+    let discarded = recurring
+        .invoke_ok(RECURRING, "deadletters/discard", &json!({"id": "poison-1"}))
+        .unwrap();
+    assert_eq!(discarded["discarded"], 1, "{discarded}");
+    assert_eq!(dead_letters(&recurring)["kept"], 0);
+
     let metrics = recurring.service.metrics();
     for line in [
-        "taskmesh_dead_letters_kept_total 1",
+        "taskmesh_dead_letters_kept_total 2",
         r#"taskmesh_dead_letters_replayed_total{outcome="applied"} 1"#,
+        r#"taskmesh_dead_letters_replayed_total{outcome="failed"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
