@@ -652,6 +652,13 @@ impl Fault {
         Self::ConsumerKill,
     ];
 
+    /// Whether the run raises the load just before this fault, so that it hits calls,
+    /// publishes and deliveries in flight (a consumer's fail point aims by itself; the
+    /// outages last long enough for steady load).
+    pub fn surges(self) -> bool {
+        matches!(self, Self::TaskServiceKill | Self::SubscriberSidecarKill)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::BrokerKill => "broker-kill",
@@ -763,9 +770,15 @@ impl FaultStack {
         let before = self.deliveries();
         let load = Load::start(&self.endpoint(), &users, options.scripts_per_second)?;
         tokio::time::sleep(options.lead).await;
+        if fault.surges() {
+            // Calls, publishes and deliveries in flight at the moment of the fault.
+            load.set_rate(options.surge_scripts_per_second);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         let started = Instant::now();
         let injected = fault.inject(self).await;
         let outage = started.elapsed();
+        load.set_rate(options.scripts_per_second);
         if injected.is_ok() {
             tokio::time::sleep(options.tail).await;
         }
@@ -791,6 +804,9 @@ impl FaultStack {
 pub struct RunOptions {
     pub users: usize,
     pub scripts_per_second: f64,
+    /// The rate in the 2 s before a kill that must find work in flight
+    /// (`Fault::surges`), and during it.
+    pub surge_scripts_per_second: f64,
     /// Load before the fault.
     pub lead: Duration,
     /// Load after the stack is back.
@@ -804,6 +820,7 @@ impl Default for RunOptions {
         Self {
             users: 4,
             scripts_per_second: 10.0,
+            surge_scripts_per_second: 60.0,
             lead: Duration::from_secs(5),
             tail: Duration::from_secs(4),
             settle: Duration::from_secs(150),
@@ -924,6 +941,8 @@ fn handled(metrics_port: u16) -> Option<u64> {
 /// (daily, COUNT=3: one next occurrence), deleted.
 pub struct Load {
     stop: Arc<AtomicBool>,
+    /// Microseconds between two scripts.
+    every_us: Arc<AtomicU64>,
     join: tokio::task::JoinHandle<LoadResult>,
 }
 
@@ -954,19 +973,22 @@ impl Load {
             .collect::<anyhow::Result<_>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let halt = stop.clone();
-        let every = Duration::from_secs_f64(1.0 / scripts_per_second.max(0.1));
+        let every_us = Arc::new(AtomicU64::new(interval_us(scripts_per_second)));
+        let every = every_us.clone();
         let join = tokio::spawn(async move {
             let result = Arc::new(Mutex::new(LoadResult::default()));
             let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
             let mut scripts = tokio::task::JoinSet::new();
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next = tokio::time::Instant::now();
             let mut n: u64 = 0;
             while !halt.load(Ordering::Relaxed) {
-                tick.tick().await;
+                next += Duration::from_micros(every.load(Ordering::Relaxed));
+                tokio::time::sleep_until(next).await;
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
+                // A stalled API holds the load back: no burst of missed scripts after it.
+                next = next.max(tokio::time::Instant::now());
                 let client = clients[(n as usize) % clients.len()].clone();
                 let result = result.clone();
                 let i = n;
@@ -982,13 +1004,27 @@ impl Load {
             result.scripts = n;
             result
         });
-        Ok(Self { stop, join })
+        Ok(Self {
+            stop,
+            every_us: every_us.clone(),
+            join,
+        })
+    }
+
+    /// Changes the rate from the next script on.
+    pub fn set_rate(&self, scripts_per_second: f64) {
+        self.every_us
+            .store(interval_us(scripts_per_second), Ordering::Relaxed);
     }
 
     pub async fn stop(self) -> LoadResult {
         self.stop.store(true, Ordering::Relaxed);
         self.join.await.unwrap_or_default()
     }
+}
+
+fn interval_us(scripts_per_second: f64) -> u64 {
+    (1_000_000.0 / scripts_per_second.max(0.1)) as u64
 }
 
 fn timed<T>(message: T) -> tonic::Request<T> {
