@@ -118,26 +118,9 @@ impl FaultStack {
         )?;
         let mut sidecar_env = Vec::new();
         if let Some(secure) = kafka.as_ref().and_then(KafkaBroker::secure) {
-            // What templates/dapr-components.yaml renders with pubsub.sasl.enabled and
-            // pubsub.tls.enabled (values-prod.yaml), the credentials inline instead of
-            // from a Kubernetes Secret; and the CA where the chart's dapr.trustedCASecret
-            // puts it, on SSL_CERT_DIR beside the system's roots.
-            resources.replace(
-                "pubsub.yaml",
-                "    - name: authType\n      value: none\n",
-                &format!(
-                    "    - name: authType\n      value: password\n\
-                     \x20   - name: saslMechanism\n      value: SHA-256\n\
-                     \x20   - name: saslUsername\n      value: {}\n\
-                     \x20   - name: saslPassword\n      value: {}\n",
-                    secure.username, secure.password
-                ),
-            )?;
-            resources.replace(
-                "pubsub.yaml",
-                "    - name: disableTls\n      value: \"true\"\n",
-                "    - name: disableTls\n      value: \"false\"\n",
-            )?;
+            secure_pubsub(&resources, secure)?;
+            // The CA where the chart's dapr.trustedCASecret puts it: on SSL_CERT_DIR,
+            // beside the system's roots.
             sidecar_env.push((
                 "SSL_CERT_DIR".to_owned(),
                 format!("/etc/ssl/certs:{}", secure.ca_dir.display()),
@@ -564,6 +547,60 @@ impl FaultStack {
         let n: i64 = row?.map_or(Ok(0), |r| r.try_get("", "n"))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// What templates/dapr-components.yaml renders with `pubsub.sasl.enabled` and
+/// `pubsub.tls.enabled` (values-prod.yaml): SCRAM-SHA-256 credentials by `secretKeyRef`
+/// from a secret store (`auth.secretStore`), TLS on. The chart's store is Kubernetes';
+/// here it is a local file with the same secret name and keys.
+fn secure_pubsub(
+    resources: &Resources,
+    secure: &crate::kafka_broker::Secure,
+) -> anyhow::Result<()> {
+    const SECRET: &str = "taskmesh-redpanda";
+    const STORE: &str = "taskmesh-secrets";
+    // Beside the broker's certificates (daprd reads every YAML file of a resources path).
+    let file = secure
+        .ca_dir
+        .parent()
+        .context("the CA directory has no parent")?
+        .join("secrets.json");
+    std::fs::write(
+        &file,
+        json!({SECRET: {"username": secure.username, "password": secure.password}}).to_string(),
+    )?;
+    resources.add(
+        "secrets.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {STORE}\n\
+             spec:\n  type: secretstores.local.file\n  version: v1\n  metadata:\n\
+             \x20   - name: secretsFile\n      value: {}\n\
+             \x20   - name: multiValued\n      value: \"true\"\n",
+            file.display()
+        ),
+    )?;
+    resources.replace(
+        "pubsub.yaml",
+        "    - name: authType\n      value: none\n",
+        &format!(
+            "    - name: authType\n      value: password\n\
+             \x20   - name: saslMechanism\n      value: SHA-256\n\
+             \x20   - name: saslUsername\n      secretKeyRef:\n        name: {SECRET}\n        key: username\n\
+             \x20   - name: saslPassword\n      secretKeyRef:\n        name: {SECRET}\n        key: password\n"
+        ),
+    )?;
+    resources.replace(
+        "pubsub.yaml",
+        "    - name: disableTls\n      value: \"true\"\n",
+        "    - name: disableTls\n      value: \"false\"\n",
+    )?;
+    let path = resources.path().join("pubsub.yaml");
+    let text = std::fs::read_to_string(&path)?;
+    std::fs::write(
+        &path,
+        format!("{}\nauth:\n  secretStore: {STORE}\n", text.trim_end()),
+    )?;
+    Ok(())
 }
 
 /// One committed event, as the outbox holds it.
