@@ -9,7 +9,7 @@
 //! TASKMESH_TRUSTED_CALLERS (a roll-out mistake) answers PERMISSION_DENIED to the next
 //! occurrence, which recurring-service RETRYs. The fix is task-service restarted with the
 //! right setting. The one test-only change is a shorter retry budget in the resiliency
-//! policy (3 retries instead of 60), so that the dead letter comes in seconds.
+//! policy (3 retries instead of 20), so that the dead letter comes in seconds.
 //!
 //! The sidecars resolve app ids with a SQLite name resolver of their own, not mDNS, which
 //! is host-wide: another test's task-service (trusting recurring-service) would otherwise
@@ -148,7 +148,7 @@ async fn a_failed_event_is_kept_and_replayed_once_after_the_fix(broker: Broker) 
     )
     .unwrap();
     resources
-        .replace("resiliency.yaml", "maxRetries: 60", "maxRetries: 3")
+        .replace("resiliency.yaml", "maxRetries: 20", "maxRetries: 3")
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = private_name_resolution(dir.path());
