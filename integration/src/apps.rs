@@ -28,6 +28,8 @@ pub struct Stack {
     pub open_sidecars: bool,
     /// More environment for every sidecar (e.g. `SSL_CERT_DIR` with a test CA).
     pub sidecar_env: Vec<(String, String)>,
+    /// A Dapr Configuration for every sidecar (`--config`).
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl Stack {
@@ -65,6 +67,7 @@ impl Stack {
             dapr_api_token: sidecar_token,
             scheduler: self.scheduler.clone(),
             env: self.sidecar_env.clone(),
+            config: self.config.clone(),
             ..DaprdOptions::default()
         })?;
         Ok(App {

@@ -87,6 +87,7 @@ pub struct FaultStack {
     database_url: String,
     _scheduler: Scheduler,
     _resources: Resources,
+    _config_dir: tempfile::TempDir,
     pub task: App,
     pub analytics: App,
     pub notification: App,
@@ -126,10 +127,15 @@ impl FaultStack {
                 format!("/etc/ssl/certs:{}", secure.ca_dir.display()),
             ));
         }
+        let (config_dir, config) = private_name_resolution()?;
+        // The address the sidecars register for service invocation: they listen on
+        // loopback only.
+        sidecar_env.push(("DAPR_HOST_IP".to_owned(), "127.0.0.1".to_owned()));
         let stack = Stack {
             token_seed: Some(APP_TOKEN_SEED.into()),
             scheduler: Some(scheduler.addr()),
             sidecar_env,
+            config: Some(config),
             ..Stack::default()
         };
         let blocking = |name: &str, env: Vec<(String, String)>| {
@@ -160,6 +166,7 @@ impl FaultStack {
             database_url,
             _scheduler: scheduler,
             _resources: resources,
+            _config_dir: config_dir,
             task,
             analytics,
             notification,
@@ -175,6 +182,11 @@ impl FaultStack {
     /// Every process of the stack that runs now, by name (for a soak's RSS report).
     pub fn pids(&self) -> Vec<(String, u32)> {
         let mut pids = vec![("postgres".to_owned(), self.pg.pid())];
+        pids.extend(
+            self.state_redis
+                .pid()
+                .map(|pid| ("redis-state-store".to_owned(), pid)),
+        );
         pids.extend(
             self.broker_redis
                 .as_ref()
@@ -549,6 +561,27 @@ impl FaultStack {
     }
 }
 
+/// A Dapr Configuration whose name resolution is a SQLite file of this stack's own: with
+/// mDNS, the default, app ids resolve host-wide, and recurring-service's CreateTask went
+/// to whichever `task-service` another stack on the host (a second test run, a soak) had
+/// registered too: next occurrences created elsewhere, counted here as lost.
+fn private_name_resolution() -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("taskmesh-faults-config-")
+        .tempdir()?;
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: taskmesh\n\
+             spec:\n  metric:\n    enabled: true\n  nameResolution:\n    component: sqlite\n\
+             \x20   version: v1\n    configuration:\n      connectionString: {}\n",
+            dir.path().join("names.db").display()
+        ),
+    )?;
+    Ok((dir, config))
+}
+
 /// What templates/dapr-components.yaml renders with `pubsub.sasl.enabled` and
 /// `pubsub.tls.enabled` (values-prod.yaml): SCRAM-SHA-256 credentials by `secretKeyRef`
 /// from a secret store (`auth.secretStore`), TLS on. The chart's store is Kubernetes';
@@ -826,6 +859,7 @@ impl FaultStack {
         let delivered = [0, 1, 2].map(|i| after[i].saturating_sub(before[i]));
         Ok(RunReport {
             fault,
+            users,
             broker: self.choice,
             counts,
             delivered,
@@ -867,6 +901,8 @@ impl Default for RunOptions {
 
 pub struct RunReport {
     pub fault: Fault,
+    /// The run's users: every task of the run is theirs.
+    pub users: Vec<String>,
     pub broker: BrokerChoice,
     pub counts: Counts,
     pub delivered: [u64; 3],
@@ -1142,30 +1178,5 @@ async fn script(mut client: TaskClient, i: u64, result: &Mutex<LoadResult>) {
         Err(status) => {
             record(Err(status), "");
         }
-    }
-}
-
-impl FaultStack {
-    /// Every long-lived process of the stack by a stable name, with its current pid (a
-    /// restarted process keeps its name and gets a new pid), for a soak's RSS report.
-    pub fn processes(&self) -> Vec<(String, Option<u32>)> {
-        let mut all = vec![("postgres".to_owned(), Some(self.pg.pid()))];
-        if let Some(redis) = &self.broker_redis {
-            all.push(("broker (redis)".to_owned(), redis.pid()));
-        }
-        if let Some(kafka) = &self.kafka {
-            all.push(("broker (kafka)".to_owned(), kafka.pid()));
-        }
-        all.push(("state store (redis)".to_owned(), self.state_redis.pid()));
-        for (name, app) in [
-            ("task-service", &self.task),
-            ("analytics-service", &self.analytics),
-            ("notification-service", &self.notification),
-            ("recurring-service", &self.recurring),
-        ] {
-            all.push((name.to_owned(), app.service.pid()));
-            all.push((format!("{name} daprd"), app.sidecar.pid()));
-        }
-        all
     }
 }

@@ -7,6 +7,8 @@
 //! `TASKMESH_FAULTS=broker-kill,consumer-kill` runs only those faults.
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use taskmesh_integration::faults::{BrokerChoice, Fault, FaultStack, RunOptions};
 
 /// The two tests run the same app ids, which mDNS resolves host-wide: they take turns.
@@ -25,6 +27,7 @@ async fn matrix(choice: BrokerChoice) {
     let mut stack = FaultStack::start(choice).await.unwrap();
     let options = RunOptions::default();
     let mut failed = Vec::new();
+    let mut done = Vec::new();
     for fault in chosen() {
         let report = match stack.run(fault, &options).await {
             Ok(report) => report,
@@ -72,7 +75,30 @@ async fn matrix(choice: BrokerChoice) {
                 stack.logs()
             ));
         }
+        done.push(report);
     }
+    // Redis Streams hands a delivery whose acknowledgement was lost to the consumer again
+    // only after its processing timeout (15 s): every run is counted once more at the end,
+    // after that, so a late redelivery applied twice shows as a duplicate.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    for report in &done {
+        let again = stack.count(&report.users, &report.load).await.unwrap();
+        if again.lost != 0 || again.duplicated != 0 {
+            failed.push(format!(
+                "{} counted again at the end: lost {} duplicated {}: {:?}",
+                report.fault.name(),
+                again.lost,
+                again.duplicated,
+                &again.problems[..again.problems.len().min(20)]
+            ));
+        }
+    }
+    println!(
+        "recount after the matrix on {}: {} runs, none lost or duplicated since: {}",
+        choice.name(),
+        done.len(),
+        failed.is_empty()
+    );
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }
 
