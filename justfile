@@ -98,6 +98,13 @@ bench-consumers: setup
     cargo build --release --workspace --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-consumers"
 
+# The whole system under steady mixed load with one fault of the matrix injected every
+# minute, then lost, duplicated, max backlog and every process's RSS; e.g. `just soak`,
+# `just soak 30 kafka` (Kafka with SASL/SCRAM over TLS).
+soak minutes="10" broker="redis": setup
+    cargo build --release --workspace --bins
+    "${CARGO_TARGET_DIR:-target}/release/soak" {{minutes}} {{broker}}
+
 # Under `just up`: `just deadletters recurring-service` lists; after a fix `just deadletters
 # recurring-service replay <event id>` (or `replay --all`) runs them through the app's
 # handler again; `discard <id>|--all` forgets them.
