@@ -92,6 +92,12 @@ bench-events: setup
     cargo build --release -p task-service -p taskmesh-integration --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-events"
 
+# analytics-service's events/s for a user with 100 and with 100,000 tasks (seeded through
+# daprd first; BENCH_LIGHT_TASKS, BENCH_HEAVY_TASKS, BENCH_EVENTS), and their ratio.
+bench-analytics: setup
+    cargo build --release -p analytics-service -p taskmesh-integration --bins
+    "${CARGO_TARGET_DIR:-target}/release/bench-analytics"
+
 # The subscriber services on Redis through real daprd: analytics events/s (new and
 # redelivered), recurring completions/s, CompleteTask-to-next-occurrence latency.
 bench-consumers: setup

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use taskmesh_shared::callback::{Delivery, Outcome, TopicHandler};
 use taskmesh_shared::events::{TaskEventData, TaskEventKind};
@@ -48,6 +49,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::legacy::{LegacyStats, legacy_key};
 use crate::stats::{TaskState, UserStats};
 
 /// Events applied in one aggregate write.
@@ -70,6 +72,15 @@ pub struct Aggregate {
     /// Transitions counted in `stats` whose task records may lag, oldest first.
     #[serde(default)]
     pending: Vec<Pending>,
+}
+
+impl From<UserStats> for Aggregate {
+    fn from(stats: UserStats) -> Self {
+        Self {
+            stats,
+            pending: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -167,13 +178,22 @@ impl<S: StateStore> Inner<S> {
             let span = tracing::debug_span!("flush", user = %user, events = batch.len());
             let events: Vec<(TaskEventKind, &TaskEventData)> =
                 batch.iter().map(|job| (job.kind, &job.data)).collect();
-            let outcomes = match self.flush(&user, &events).instrument(span).await {
-                Ok(outcomes) => outcomes,
-                Err(err) => {
+            // A panic must not leave the user's queue without a writer (its events would
+            // wait for ever): it fails this batch, the sidecar redelivers, the loop goes on.
+            let flushed = std::panic::AssertUnwindSafe(self.flush(&user, &events).instrument(span))
+                .catch_unwind()
+                .await;
+            let outcomes = match flushed {
+                Ok(Ok(outcomes)) => outcomes,
+                Ok(Err(err)) => {
                     tracing::warn!(user = %user, error = %err, "statistics not updated");
                     // A corrupt record of ours is not the events' fault either, so no DROP:
                     // the resiliency policy retries and an operator sees it in the logs.
                     vec![Outcome::Retry(err.to_string()); batch.len()]
+                }
+                Err(_) => {
+                    tracing::error!(user = %user, "the statistics flush panicked");
+                    vec![Outcome::Retry("the statistics flush panicked".into()); batch.len()]
                 }
             };
             for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -193,7 +213,11 @@ impl<S: StateStore> Inner<S> {
         for _ in 0..MAX_CONFLICTS {
             // The aggregate first, then the task records (see the module's invariant).
             let (aggregate, expect) = decode::<Aggregate>(&key, store.get(&key).await?)?;
-            let mut aggregate = aggregate.unwrap_or_default();
+            let now = Utc::now();
+            let (mut aggregate, migrated) = match aggregate {
+                Some(aggregate) => (aggregate, false),
+                None => self.migrate(user, now).await?,
+            };
             let earlier = std::mem::take(&mut aggregate.pending);
             let mut ids: Vec<Uuid> = Vec::new();
             let mut seen = HashSet::new();
@@ -230,7 +254,6 @@ impl<S: StateStore> Inner<S> {
                 }
             }
 
-            let now = Utc::now();
             let mut outcomes = Vec::with_capacity(events.len());
             let (mut applied, mut duplicates) = (0u64, 0u64);
             let mut touched: Vec<Uuid> = Vec::new();
@@ -278,7 +301,7 @@ impl<S: StateStore> Inner<S> {
                     state: current[id],
                 })
                 .collect();
-            if applied > 0 || !earlier.is_empty() {
+            if applied > 0 || !earlier.is_empty() || migrated {
                 aggregate.pending = pending.clone();
                 let bytes =
                     serde_json::to_vec(&aggregate).map_err(|source| RecordError::Corrupt {
@@ -293,6 +316,10 @@ impl<S: StateStore> Inner<S> {
                     }
                     Err(err) => return Err(err.into()),
                 }
+            }
+            if migrated && let Err(err) = self.records.delete(&legacy_key(user)).await {
+                // Never read again (the aggregate exists now); only space is lost.
+                tracing::warn!(user, error = %err, "the old statistics record stays");
             }
             self.metrics.applied.inc_by(applied);
             self.metrics.duplicates.inc_by(duplicates);
@@ -313,6 +340,33 @@ impl<S: StateStore> Inner<S> {
         Err(RecordError::Contended(key))
     }
 
+    /// The aggregate of a user who has none: from the record earlier versions kept
+    /// (`legacy.rs`), whose tasks are written as task records first (forward only, so a
+    /// redone migration changes nothing), or empty. `true` when migrated.
+    async fn migrate(
+        &self,
+        user: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(Aggregate, bool), RecordError> {
+        let Some(legacy) = self.records.read::<LegacyStats>(&legacy_key(user)).await? else {
+            return Ok((Aggregate::default(), false));
+        };
+        let (stats, tasks) = legacy.convert(now);
+        tracing::info!(
+            user,
+            tasks = tasks.len(),
+            "statistics moved to per-task records"
+        );
+        let states: Vec<Pending> = tasks
+            .into_iter()
+            .map(|(task, state)| Pending { task, state })
+            .collect();
+        for chunk in states.chunks(MAX_BATCH) {
+            self.write_tasks(user, chunk, &HashMap::new()).await?;
+        }
+        Ok((Aggregate::from(stats), true))
+    }
+
     /// Writes each task record forward to its pending state (never back), concurrently.
     async fn write_tasks(
         &self,
@@ -321,6 +375,7 @@ impl<S: StateStore> Inner<S> {
         stored: &HashMap<Uuid, (Option<Versioned>, Option<TaskRecord>)>,
     ) -> Result<(), RecordError> {
         let writes = states.iter().map(|pending| {
+            // Seeded with what was read, if it was.
             let seed = stored.get(&pending.task).map(|(read, _)| read.clone());
             let record = TaskRecord {
                 owner: user.to_owned(),
@@ -628,6 +683,58 @@ mod tests {
         // Past the bucket and sample limits (2,200 events in) only the digits of its counts
         // grow: 2,200 more tasks add less than one task's worth of bytes.
         assert!(sizes[0] < 8_000 && sizes[1] <= sizes[0] + 100, "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn the_old_single_record_is_moved_once_and_counted_on() {
+        let store = Arc::new(MemoryStateStore::new());
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let old = serde_json::json!({
+            "created": 2, "completed": 1, "deleted": 0,
+            "tasks": {
+                a.to_string(): {"version": 1, "completed": false, "deleted": false, "due": null},
+                b.to_string(): {"version": 2, "completed": true, "deleted": false, "due": null},
+            },
+            "completions_by_day": {}, "durations": [60]
+        });
+        store
+            .put(
+                &legacy_key("alice"),
+                serde_json::to_vec(&old).unwrap(),
+                taskmesh_shared::state::Expect::Absent,
+            )
+            .await
+            .unwrap();
+        let methods = crate::methods::GetStats::new(store.clone());
+        let report = taskmesh_shared::callback::Method::call(
+            &methods,
+            serde_json::json!({"user_id": "alice"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (report["created"].as_u64(), report["open"].as_u64()),
+            (Some(2), Some(1))
+        );
+
+        let consumer = consumer(&store);
+        // An old event of a task it knew changes nothing; a's completion counts.
+        let stale = data(b, 2, true, "2026-11-21T08:00:00Z");
+        let done = data(a, 2, true, "2026-11-22T08:00:00Z");
+        for (event_type, event) in [(COMPLETED, &stale), (COMPLETED, &done), (COMPLETED, &done)] {
+            assert_eq!(
+                consumer.handle(delivery(event_type, event)).await,
+                Outcome::Success
+            );
+        }
+        let stats = stored(&store).await.stats;
+        assert_eq!(
+            (stats.created, stats.completed, stats.open, stats.done),
+            (2, 2, 0, 2)
+        );
+        assert_eq!(store.get(&legacy_key("alice")).await.unwrap(), None);
+        assert_eq!(task(&store, b).await.unwrap().version, 2);
+        assert_eq!(consumer.metrics().applied.get(), 1);
     }
 
     #[tokio::test]

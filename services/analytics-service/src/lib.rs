@@ -4,5 +4,6 @@
 
 pub mod app;
 pub mod consumer;
+pub mod legacy;
 pub mod methods;
 pub mod stats;

@@ -8,6 +8,7 @@ use taskmesh_shared::callback::{InvokeError, Method};
 use taskmesh_shared::state::StateStore;
 
 use crate::consumer::{Aggregate, user_key};
+use crate::legacy::{LegacyStats, legacy_key};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +52,21 @@ impl<S: StateStore> Method for GetStats<S> {
             Some(read) => {
                 serde_json::from_slice::<Aggregate>(&read.value).map_err(InvokeError::internal)?
             }
-            None => Aggregate::default(),
+            // Not written since the upgrade: the old record, if any (`legacy.rs`).
+            None => match self
+                .store
+                .get(&legacy_key(&user))
+                .await
+                .map_err(|err| InvokeError::Unavailable(err.to_string()))?
+            {
+                Some(read) => Aggregate::from(
+                    serde_json::from_slice::<LegacyStats>(&read.value)
+                        .map_err(InvokeError::internal)?
+                        .convert(chrono::Utc::now())
+                        .0,
+                ),
+                None => Aggregate::default(),
+            },
         };
         serde_json::to_value(stats.stats.report(&user, chrono::Utc::now()))
             .map_err(InvokeError::internal)

@@ -67,7 +67,8 @@ enum Prior {
     Known(TaskState),
 }
 
-fn day_of(at: DateTime<Utc>) -> i32 {
+/// A day number (since the epoch) by `at`'s clock.
+pub fn day_of(at: DateTime<Utc>) -> i32 {
     i32::try_from(at.timestamp().div_euclid(86_400)).unwrap_or(i32::MAX)
 }
 
@@ -149,6 +150,39 @@ impl UserStats {
             None if old && self.forgotten > 0 => Prior::Forgotten,
             None => Prior::Unseen,
         }
+    }
+
+    /// Statistics carried over from counts and task states kept elsewhere (`legacy.rs`), as
+    /// if every task had been applied `now`.
+    pub fn restored(
+        (created, completed, deleted): (u64, u64, u64),
+        tasks: impl Iterator<Item = TaskState>,
+        completions_by_day: BTreeMap<NaiveDate, u64>,
+        durations: Vec<i64>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let skip = durations.len().saturating_sub(DURATION_SAMPLES);
+        let mut stats = Self {
+            created,
+            completed,
+            deleted,
+            completions_by_day,
+            durations: durations.into_iter().skip(skip).collect(),
+            ..Self::default()
+        };
+        let today = day_of(now);
+        stats.roll(today);
+        stats.due.fold(micros(now));
+        for state in tasks {
+            stats.count(
+                &TaskState {
+                    day: today,
+                    ..state
+                },
+                true,
+            );
+        }
+        stats
     }
 
     /// Moves the completed tasks applied `FORGET_AFTER` days ago or earlier into
