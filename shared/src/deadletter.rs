@@ -29,6 +29,8 @@ const INDEX_KEY: &str = "deadletters:index";
 /// Writers racing on the index retry this often before giving up (the sidecar then
 /// delivers the dead letter again).
 const MAX_CONFLICTS: usize = 16;
+/// Records read per bulk read.
+const READ_CHUNK: usize = 16;
 /// Event ids longer than this are not ours and would make odd keys.
 pub const MAX_ID_LEN: usize = 256;
 
@@ -318,26 +320,35 @@ impl DeadLetterStore {
             .transpose()
     }
 
-    /// Every kept dead letter, oldest first.
-    pub async fn list(&self, now: DateTime<Utc>) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    /// The ids of the kept dead letters, oldest first (from the index; a record may have
+    /// expired since).
+    pub async fn ids(&self, now: DateTime<Utc>) -> Result<Vec<String>, DeadLetterError> {
         let (mut index, _) = self.read_index().await?;
         index.prune(self.limits.ttl, now);
-        if index.entries.is_empty() {
-            return Ok(Vec::new());
+        Ok(index.entries.into_iter().map(|entry| entry.id).collect())
+    }
+
+    /// The dead letters of `ids` that are still kept, in that order. Read `READ_CHUNK` at
+    /// a time: one bulk read of a thousand events could exceed a gRPC message.
+    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        let mut letters = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(READ_CHUNK) {
+            let keys: Vec<String> = chunk.iter().map(|id| Self::record_key(id)).collect();
+            let found = self.store.get_many(&keys).await?;
+            for (id, found) in chunk.iter().zip(found) {
+                // An indexed record that expired (or was removed) is simply gone.
+                if let Some(found) = found {
+                    letters.push(decode(id, &found)?);
+                }
+            }
         }
-        let keys: Vec<String> = index
-            .entries
-            .iter()
-            .map(|entry| Self::record_key(&entry.id))
-            .collect();
-        let found = self.store.get_many(&keys).await?;
-        index
-            .entries
-            .iter()
-            .zip(found)
-            // An indexed record that expired (or was removed) is simply gone.
-            .filter_map(|(entry, found)| found.map(|found| decode(&entry.id, &found)))
-            .collect()
+        Ok(letters)
+    }
+
+    /// Every kept dead letter, oldest first.
+    pub async fn list(&self, now: DateTime<Utc>) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        let ids = self.ids(now).await?;
+        self.get_many(&ids).await
     }
 
     /// Removes a dead letter (replayed, or discarded by an operator); whether it was kept.

@@ -25,6 +25,10 @@ pub const REPLAY_METHOD: &str = "deadletters/replay";
 pub const DISCARD_METHOD: &str = "deadletters/discard";
 pub const METHODS: [&str; 3] = [LIST_METHOD, REPLAY_METHOD, DISCARD_METHOD];
 
+/// The most dead letters one `deadletters/list` answers, by count and by size.
+const LIST_LIMIT: usize = 100;
+const LIST_BYTES: usize = 1024 * 1024;
+
 /// How many recent failure reasons are remembered (by event id) for the dead letters
 /// that follow them.
 const REASONS_KEPT: usize = 1024;
@@ -202,28 +206,57 @@ impl Router {
         Some(result)
     }
 
+    /// One page of dead letters, oldest first: `{"id": ...}` for one, else up to `limit`
+    /// (default and most 100) after the id `after`, and no more than `LIST_BYTES` of them
+    /// (an event may be megabytes): `next` names the id to ask `after` for the rest.
     async fn list_dead_letters(
         &self,
         dead_letters: &DeadLetters,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, InvokeError> {
         let store = &dead_letters.store;
-        let letters = match input.get("id").and_then(serde_json::Value::as_str) {
-            Some(id) => store
-                .get(id)
-                .await
-                .map_err(method_error)?
-                .into_iter()
-                .collect(),
-            None => store.list(Utc::now()).await.map_err(method_error)?,
-        };
         let limits = store.limits();
+        let one = input.get("id").and_then(serde_json::Value::as_str);
+        let ids = match one {
+            Some(id) => vec![id.to_owned()],
+            None => store.ids(Utc::now()).await.map_err(method_error)?,
+        };
+        let mut kept = ids.len();
+        let start = match input.get("after").and_then(serde_json::Value::as_str) {
+            Some(after) => ids.iter().position(|id| id == after).map_or(0, |at| at + 1),
+            None => 0,
+        };
+        let limit = input
+            .get("limit")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(LIST_LIMIT, |n| usize::try_from(n).unwrap_or(LIST_LIMIT))
+            .clamp(1, LIST_LIMIT);
+        let page: Vec<String> = ids.iter().skip(start).take(limit).cloned().collect();
+        let letters = store.get_many(&page).await.map_err(method_error)?;
+        if one.is_some() {
+            kept = letters.len();
+        }
+        let (mut listed, mut bytes, mut last) = (Vec::new(), 0usize, None);
+        for letter in &letters {
+            let summary = letter.summary();
+            bytes += summary.to_string().len();
+            if bytes > LIST_BYTES && !listed.is_empty() {
+                break;
+            }
+            listed.push(summary);
+            last = Some(letter.id.clone());
+        }
+        let more = match &last {
+            Some(last) => ids.last() != Some(last),
+            None => false,
+        };
         Ok(json!({
             "topic": dead_letters.topic,
-            "kept": letters.len(),
+            "kept": kept,
             "max": limits.max,
             "ttl_secs": limits.ttl.as_secs(),
-            "dead_letters": letters.iter().map(DeadLetter::summary).collect::<Vec<_>>(),
+            "dead_letters": listed,
+            "next": if more { last } else { None },
         }))
     }
 
@@ -233,19 +266,22 @@ impl Router {
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, InvokeError> {
         let store = &dead_letters.store;
-        let letters = match target(input)? {
-            Target::One(id) => vec![
-                store
-                    .get(&id)
-                    .await
-                    .map_err(method_error)?
-                    .ok_or_else(|| InvokeError::NotFound(format!("no dead letter {id:?}")))?,
-            ],
-            Target::All => store.list(Utc::now()).await.map_err(method_error)?,
+        let ids = match target(input)? {
+            Target::One(id) => {
+                if store.get(&id).await.map_err(method_error)?.is_none() {
+                    return Err(InvokeError::NotFound(format!("no dead letter {id:?}")));
+                }
+                vec![id]
+            }
+            Target::All => store.ids(Utc::now()).await.map_err(method_error)?,
         };
-        let mut results = Vec::with_capacity(letters.len());
+        let mut results = Vec::with_capacity(ids.len());
         let (mut applied, mut failed) = (0usize, 0usize);
-        for letter in letters {
+        // One at a time: the set may be large, and each event up to megabytes.
+        for id in ids {
+            let Some(letter) = store.get(&id).await.map_err(method_error)? else {
+                continue;
+            };
             let span = tracing::info_span!(
                 "replay",
                 event.id = %letter.id,
@@ -308,13 +344,7 @@ async fn discard_dead_letters(
     let store = &dead_letters.store;
     let ids: Vec<String> = match target(input)? {
         Target::One(id) => vec![id],
-        Target::All => store
-            .list(Utc::now())
-            .await
-            .map_err(method_error)?
-            .into_iter()
-            .map(|letter| letter.id)
-            .collect(),
+        Target::All => store.ids(Utc::now()).await.map_err(method_error)?,
     };
     let mut discarded = 0usize;
     for id in &ids {
