@@ -2,7 +2,8 @@
 # The dead letters of one subscriber under `just up`, through its sidecar's HTTP API (the
 # call `dapr invoke` makes, with the app's Dapr API token from .data/tokens/<app>, which the
 # dapr CLI 1.12 cannot send):
-#   scripts/deadletters.sh <app>                      list them
+#   scripts/deadletters.sh <app> [list [<after id>]]   list them, 100 at a time (the answer's
+#                                                     `next` is the <after id> of the next page)
 #   scripts/deadletters.sh <app> replay <id>|--all    run them through the app's handler again
 #   scripts/deadletters.sh <app> discard <id>|--all   forget them
 # In Kubernetes the same methods are reached through the taskmesh-ops sidecar (the chart's
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: $0 notification-service|recurring-service|analytics-service [list | replay <event id>|--all | discard <event id>|--all]" >&2
+  echo "usage: $0 notification-service|recurring-service|analytics-service [list [<after id>] | replay <event id>|--all | discard <event id>|--all]" >&2
   exit 2
 }
 
@@ -25,17 +26,18 @@ case "$app" in
   analytics-service) port=3504 ;;
   *) usage ;;
 esac
+# Event ids are UUIDs (or the publisher's own ids): nothing that needs JSON escaping.
+if [ -n "$which" ] && [ "$which" != --all ] && ! [[ "$which" =~ ^[A-Za-z0-9._:-]+$ ]]; then
+  echo "deadletters: odd event id $which" >&2
+  exit 2
+fi
 case "$action" in
-  list) body='{}' ;;
+  list) if [ -n "$which" ]; then body="{\"after\":\"$which\"}"; else body='{}'; fi ;;
   replay | discard)
     case "$which" in
       --all) body='{"all":true}' ;;
       "") usage ;;
-      *)
-        # Event ids are UUIDs (or the publisher's own ids): nothing that needs JSON escaping.
-        [[ "$which" =~ ^[A-Za-z0-9._:-]+$ ]] || { echo "deadletters: odd event id $which" >&2; exit 2; }
-        body="{\"id\":\"$which\"}"
-        ;;
+      *) body="{\"id\":\"$which\"}" ;;
     esac
     ;;
   *) usage ;;

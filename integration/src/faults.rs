@@ -894,7 +894,7 @@ impl Default for RunOptions {
             surge_scripts_per_second: 60.0,
             lead: Duration::from_secs(5),
             tail: Duration::from_secs(4),
-            settle: Duration::from_secs(150),
+            settle: Duration::from_secs(240),
         }
     }
 }

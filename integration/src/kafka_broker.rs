@@ -165,7 +165,7 @@ impl KafkaBroker {
         let already = std::fs::read_to_string(&log)
             .map(|t| t.matches("Kafka Server started").count())
             .unwrap_or(0);
-        wait_until(&mut self.process, Duration::from_secs(60), || {
+        wait_until(&mut self.process, Duration::from_secs(120), || {
             std::fs::read_to_string(&log)
                 .map(|t| t.matches("Kafka Server started").count() > already)
                 .unwrap_or(false)
