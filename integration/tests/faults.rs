@@ -60,6 +60,9 @@ async fn matrix(choice: BrokerChoice) {
                 .keys()
                 .filter(|code| *code != "Unavailable")
                 .collect();
+            if !report.load.failures.contains_key("Unavailable") {
+                wrong.push("no call reached the API while PostgreSQL was down".to_owned());
+            }
             if !other.is_empty() {
                 wrong.push(format!(
                     "the API answered {:?} while PostgreSQL was down",
