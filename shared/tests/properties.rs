@@ -843,6 +843,14 @@ fn arb_rule_part() -> impl Strategy<Value = String> {
     let weekday = select(vec![
         "MO", "TU", "WE", "TH", "FR", "SA", "SU", "XX", "mo", "",
     ]);
+    let weekday_part = weekday.clone();
+    // Around the years a series can reach, and malformed ones.
+    let exdate = prop_oneof![
+        (2020i32..=2040, 1u32..=12, 1u32..=31).prop_map(|(y, m, d)| format!("{y:04}{m:02}{d:02}")),
+        (0i32..=99_999, 0u32..=13, 0u32..=32, 0u32..=25)
+            .prop_map(|(y, m, d, h)| format!("{y:04}{m:02}{d:02}T{h:02}0000")),
+        arb_text(),
+    ];
     let ordinal = prop_oneof![
         Just(String::new()),
         (-60i64..=60).prop_map(|n| n.to_string()),
@@ -891,7 +899,35 @@ fn arb_rule_part() -> impl Strategy<Value = String> {
         until.prop_map(|v| format!("UNTIL={v}")),
         by_day.prop_map(|v| format!("BYDAY={v}")),
         by_month_day.prop_map(|v| format!("BYMONTHDAY={v}")),
-        select(vec!["BYHOUR=9", "WKST=MO", "BYSETPOS=1", "=", "X", ";"]).prop_map(str::to_owned),
+        vec(
+            prop_oneof![(0i64..=14).prop_map(|n| n.to_string()), arb_text()],
+            1..5
+        )
+        .prop_map(|v| format!("BYMONTH={}", v.join(","))),
+        vec(
+            prop_oneof![
+                (-400i64..=400).prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string())
+            ],
+            1..5
+        )
+        .prop_map(|v| format!("BYSETPOS={}", v.join(","))),
+        weekday_part.prop_map(|d| format!("WKST={d}")),
+        vec(exdate, 1..6).prop_map(|v| format!("EXDATE={}", v.join(","))),
+        select(vec![
+            "BYHOUR=9",
+            "BYWEEKNO=1",
+            "BYYEARDAY=1",
+            "=",
+            "X",
+            ";",
+            "\n",
+            "\r\n ",
+            "\nEXDATE;VALUE=DATE:20300101",
+            "\nRRULE:FREQ=DAILY",
+            "\nDTSTART:20300101T090000Z",
+        ])
+        .prop_map(str::to_owned),
     ];
     (part, any::<bool>()).prop_map(|(part, lower)| {
         if lower {
@@ -976,6 +1012,12 @@ proptest! {
             if !rule.by_day.is_empty() {
                 prop_assert!(rule.by_day.iter().any(|b| b.weekday == day.weekday()));
             }
+            if !rule.by_month.is_empty() {
+                prop_assert!(rule.by_month.iter().any(|m| u32::from(*m) == day.month()));
+            }
+            prop_assert!(!rule.except.contains(&day.date_naive()), "{} on {}", rule, day);
+            prop_assert!(next.rule.except.iter().all(|d| *d > day.date_naive()));
+            prop_assert!((1..=9999).contains(&day.year()));
         }
     }
 }
@@ -985,9 +1027,13 @@ fn rules_that_never_match_end_the_series() {
     let utc = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
     for rule in [
         "FREQ=MONTHLY;BYDAY=5MO;BYMONTHDAY=1",
-        "FREQ=MONTHLY;BYMONTHDAY=31;BYDAY=53FR",
+        "FREQ=MONTHLY;BYMONTHDAY=31;BYMONTH=2,4",
         "FREQ=YEARLY;INTERVAL=1000;BYMONTHDAY=30",
-        "FREQ=DAILY;INTERVAL=1000;BYDAY=MO;BYMONTHDAY=-31",
+        // From a Thursday, every seventh day is a Thursday.
+        "FREQ=DAILY;INTERVAL=7;BYDAY=TU",
+        "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30",
+        "FREQ=WEEKLY;BYDAY=MO;BYSETPOS=2",
+        "FREQ=YEARLY;BYMONTH=2;BYDAY=5SU;BYSETPOS=-1;BYMONTHDAY=1,2,3,4,5,6,7",
     ] {
         let rule: RecurrenceRule = rule.parse().unwrap();
         let found = within(STEP_LIMIT, move || {

@@ -129,7 +129,8 @@ struct Fields {
     /// IANA time zone of the task, e.g. Europe/Paris.
     #[arg(long)]
     tz: Option<String>,
-    /// Recurrence rule, e.g. "FREQ=WEEKLY;BYDAY=MO" (empty removes it).
+    /// Recurrence rule (RFC 5545 RRULE), e.g. "FREQ=WEEKLY;BYDAY=MO" or
+    /// "FREQ=MONTHLY;BYDAY=-1FR;EXDATE=20301227" (skips that date); empty removes it.
     #[arg(long)]
     every: Option<String>,
 }

@@ -128,6 +128,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn calendar_rules_keep_the_local_time_and_drop_passed_exdates() {
+        // Due Friday 23 Oct 2026 at 09:00 in Paris (07:00Z, summer time); the last Friday
+        // of October is the 30th, skipped, and November's is after the clocks changed.
+        let mut event = completed(
+            Some("FREQ=MONTHLY;BYDAY=-1FR;COUNT=5;EXDATE=20261030,20270129"),
+            Some("Europe/Paris"),
+        );
+        event.task.due_time = Some("2026-10-23T07:00:00Z".parse().unwrap());
+        let next = next_task(&event).unwrap().unwrap().request;
+        assert_eq!(
+            next.due_time.unwrap().seconds,
+            "2026-11-27T08:00:00Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap()
+                .timestamp()
+        );
+        assert_eq!(
+            next.recurrence.as_deref(),
+            Some("FREQ=MONTHLY;BYDAY=-1FR;COUNT=3;EXDATE=20270129")
+        );
+    }
+
+    #[test]
     fn ended_or_plain_tasks_have_no_successor_and_bad_rules_are_poison() {
         assert_eq!(next_task(&completed(None, None)).unwrap(), None);
         assert_eq!(

@@ -1,5 +1,6 @@
 use taskmesh_proto::tasks::v1::*;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::helpers::*;
 use crate::on_both_backends;
@@ -182,5 +183,63 @@ async fn bad_input_is_invalid_argument_with_field_violations(backend: Backend) {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(!err.message().to_lowercase().contains("select"));
+    app.stop().await;
+}
+
+on_both_backends!(calendar_recurrence_rules_are_stored_normalised);
+
+/// The rules calendar users write, in either form the API takes, are stored in the
+/// one-line form; a bad one is a field violation on `recurrence` that says what is wrong,
+/// also when only its normalised form is too long for the column.
+async fn calendar_recurrence_rules_are_stored_normalised(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut c = app.client("alice").await;
+    let recurring = |rule: &str| CreateTaskRequest {
+        recurrence: Some(rule.into()),
+        due_time: ts("2030-01-25T08:00:00Z"),
+        time_zone: Some("Europe/Paris".into()),
+        ..new_task("recurring")
+    };
+    for (given, stored) in [
+        ("FREQ=MONTHLY;BYDAY=-1FR", "FREQ=MONTHLY;BYDAY=-1FR"),
+        (
+            "freq=monthly;bysetpos=-1;byday=mo,tu,we,th,fr",
+            "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1",
+        ),
+        ("FREQ=YEARLY;BYMONTH=3,9", "FREQ=YEARLY;BYMONTH=3,9"),
+        (
+            "FREQ=MONTHLY;BYDAY=-1FR;EXDATE=20300329,20300222",
+            "FREQ=MONTHLY;BYDAY=-1FR;EXDATE=20300222,20300329",
+        ),
+        (
+            "RRULE:FREQ=MONTHLY;BYDAY=-1FR\r\nEXDATE;VALUE=DATE:20300222",
+            "FREQ=MONTHLY;BYDAY=-1FR;EXDATE=20300222",
+        ),
+    ] {
+        let task = create(&mut c, recurring(given)).await;
+        assert_eq!(task.recurrence.as_deref(), Some(stored), "{given}");
+    }
+    let dates: Vec<String> = (1..=52)
+        .map(|d| format!("2030{:02}{:02}", d / 28 + 2, d % 28 + 1))
+        .collect();
+    let too_long_once_normalised = format!("FREQ=DAILY;UNTIL=20301231;EXDATE={}", dates.join(","));
+    for (rule, says) in [
+        ("FREQ=MONTHLY;BYDAY=-5FR", "BYDAY"),
+        ("FREQ=YEARLY;BYMONTH=13", "BYMONTH"),
+        ("FREQ=MONTHLY;BYSETPOS=-1", "BYSETPOS"),
+        ("FREQ=DAILY;EXDATE=2030-03-01", "EXDATE"),
+        ("DTSTART:20300101T090000Z\nRRULE:FREQ=DAILY", "DTSTART"),
+        (too_long_once_normalised.as_str(), "500 characters"),
+    ] {
+        let err = c.create_task(recurring(rule)).await.unwrap_err();
+        assert_invalid(&err, &["recurrence"]);
+        let details = err.get_error_details();
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert!(
+            violation.description.contains(says),
+            "{rule}: {}",
+            violation.description
+        );
+    }
     app.stop().await;
 }
