@@ -157,6 +157,24 @@ impl App {
     }
 }
 
+/// A Dapr Configuration (for `Stack::config`) whose name resolution is a SQLite file in
+/// `dir`: app ids then resolve among this stack's sidecars only. With mDNS, the default,
+/// they resolve host-wide, and another stack's `task-service` (a test or a soak running
+/// beside) may answer this stack's recurring-service.
+pub fn private_name_resolution(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let config = dir.join("dapr-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: taskmesh\n\
+             spec:\n  metric:\n    enabled: true\n  nameResolution:\n    component: sqlite\n\
+             \x20   version: v1\n    configuration:\n      connectionString: {}\n",
+            dir.join("names.db").display()
+        ),
+    )?;
+    Ok(config)
+}
+
 /// `check` until it gives a value; `None` after `timeout`.
 pub async fn eventually<T>(
     timeout: Duration,

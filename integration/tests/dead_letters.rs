@@ -16,65 +16,19 @@
 //! answer this test's recurring-service.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use taskmesh_integration::apps::{App, eventually, tail};
+use taskmesh_integration::apps::{App, Stack, eventually, private_name_resolution, tail};
 use taskmesh_integration::client::{TaskClient, task_client};
 use taskmesh_integration::kafka_broker::KafkaBroker;
-use taskmesh_integration::net::free_port;
 use taskmesh_integration::redis_server::RedisServer;
-use taskmesh_integration::services::ServiceProcess;
-use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources, http_request};
+use taskmesh_integration::sidecar::{Broker, Resources, http_request};
 use taskmesh_proto::tasks::v1::*;
 
 const SECRET: &str = "dead-letter-secret-0123456789abcdef0123456789abcdef";
 const APP_TOKEN: &str = "dead-letter-app-token-0123456789";
 const RECURRING: &str = "recurring-service";
-
-/// A Dapr Configuration whose name resolution is a SQLite file in `dir`: app ids resolve
-/// among this test's sidecars only.
-fn private_name_resolution(dir: &Path) -> PathBuf {
-    let path = dir.join("config.yaml");
-    let yaml = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: taskmesh\n\
-         spec:\n  nameResolution:\n    component: sqlite\n    configuration:\n      \
-         connectionString: \"{}\"\n",
-        dir.join("names.db").display()
-    );
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-/// App `name` with its sidecar, as `apps::Stack::start` starts it (one token per app, as
-/// the chart gives), under the Dapr Configuration `config`.
-fn start(name: &str, resources: &Resources, config: &Path, mut env: Vec<(String, String)>) -> App {
-    let grpc = free_port().unwrap();
-    let token = format!("{APP_TOKEN}.{name}");
-    env.extend([
-        ("DAPR_GRPC_PORT".to_owned(), grpc.to_string()),
-        ("APP_API_TOKEN".to_owned(), token.clone()),
-        ("DAPR_API_TOKEN".to_owned(), token.clone()),
-    ]);
-    let service = ServiceProcess::start(name, env).unwrap();
-    let sidecar = Daprd::start(DaprdOptions {
-        app_id: name.into(),
-        app_port: Some(service.port()),
-        grpc_port: Some(grpc),
-        resources: vec![resources.path().to_owned()],
-        config: Some(config.to_owned()),
-        app_api_token: Some(token.clone()),
-        dapr_api_token: Some(token.clone()),
-        ..DaprdOptions::default()
-    })
-    .unwrap();
-    App {
-        service,
-        sidecar,
-        token: Some(token),
-    }
-}
 
 /// `deadletters/list` of recurring-service, through its own sidecar (what `just
 /// deadletters recurring-service` calls).
@@ -151,22 +105,24 @@ async fn a_failed_event_is_kept_and_replayed_once_after_the_fix(broker: Broker) 
         .replace("resiliency.yaml", "maxRetries: 20", "maxRetries: 3")
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = private_name_resolution(dir.path());
+    let stack = Stack {
+        token_seed: Some(APP_TOKEN.into()),
+        config: Some(private_name_resolution(dir.path()).unwrap()),
+        ..Stack::default()
+    };
     // The roll-out mistake: recurring-service may not create tasks for users.
-    let mut task_env: Vec<(String, String)> = vec![
-        (
-            "DATABASE_URL".into(),
-            format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-        ),
-        ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-        (
-            "TASKMESH_TRUSTED_CALLERS".into(),
-            "taskmesh-ops=CreateTask".into(),
-        ),
-    ];
-    task_env.extend(taskmesh_integration::services::unlimited());
-    let mut tasks = start("task-service", &resources, &config, task_env);
-    let recurring = start(RECURRING, &resources, &config, vec![]);
+    let mut tasks = stack
+        .start_task_service(
+            &resources,
+            dir.path(),
+            SECRET,
+            vec![(
+                "TASKMESH_TRUSTED_CALLERS".into(),
+                "taskmesh-ops=CreateTask".into(),
+            )],
+        )
+        .unwrap();
+    let recurring = stack.start(RECURRING, &resources, vec![]).unwrap();
     let mut alice = task_client(&tasks.service.endpoint(), SECRET, "alice").unwrap();
 
     // One completion that recurring-service cannot turn into a next occurrence.

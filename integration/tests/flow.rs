@@ -13,7 +13,7 @@ use std::time::Duration;
 use dapr::dapr::proto::runtime::v1::PublishEventRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use serde_json::json;
-use taskmesh_integration::apps::{App, Stack, eventually, tail};
+use taskmesh_integration::apps::{App, Stack, eventually, private_name_resolution, tail};
 use taskmesh_integration::client::task_client;
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::scheduler::Scheduler;
@@ -29,10 +29,13 @@ const APP_TOKEN: &str = "flow-app-token-0123456789";
 /// call the other test's task-service. So they take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn stack(scheduler: &Scheduler) -> Stack {
+/// The apps of one test, their app ids resolved among themselves (`names` holds the
+/// resolver's file), not host-wide.
+fn stack(scheduler: &Scheduler, names: &std::path::Path) -> Stack {
     Stack {
         token_seed: Some(APP_TOKEN.into()),
         scheduler: Some(scheduler.addr()),
+        config: Some(private_name_resolution(names).unwrap()),
         ..Stack::default()
     }
 }
@@ -48,7 +51,8 @@ async fn recurring_task_rolls_over_and_is_counted_once() {
     let _turn = SERIAL.lock().await;
     let redis = RedisServer::start().unwrap();
     let scheduler = Scheduler::start().unwrap();
-    let stack = stack(&scheduler);
+    let names = tempfile::tempdir().unwrap();
+    let stack = stack(&scheduler, names.path());
     let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack
@@ -422,7 +426,8 @@ async fn fifty_redeliveries_have_one_effect_and_a_state_store_outage_loses_nothi
     let resources =
         Resources::with_state_store(Broker::Redis, &broker.addr(), &state.addr(), None).unwrap();
     let scheduler = Scheduler::start().unwrap();
-    let stack = stack(&scheduler);
+    let names = tempfile::tempdir().unwrap();
+    let stack = stack(&scheduler, names.path());
     let dir = tempfile::tempdir().unwrap();
     let tasks = stack
         .start_task_service(&resources, dir.path(), SECRET, vec![])
