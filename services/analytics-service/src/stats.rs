@@ -231,14 +231,22 @@ impl UserStats {
         let was_completed = before.is_some_and(|b| b.completed);
         let was_deleted = before.is_some_and(|b| b.deleted);
         let deleted = kind == TaskEventKind::Deleted;
-        if data.task.completed && !was_completed && !deleted {
+        // A completion we did not see is still counted when the event shows it happened:
+        // the task is completed now (also in a deletion's snapshot, the task as it was), or
+        // this is a reopening (only a completed task is reopened). Redis Streams may deliver
+        // a completion after the task's next event, and then it changes nothing itself.
+        let reopened = kind == TaskEventKind::Reopened;
+        if (data.task.completed || reopened) && !was_completed {
             self.completed += 1;
             let at = data.task.completed_time.unwrap_or(data.occurred_at);
             *self.completions_by_day.entry(at.date_naive()).or_insert(0) += 1;
-            self.durations
-                .push_back((at - data.task.create_time).num_seconds().max(0));
-            while self.durations.len() > DURATION_SAMPLES {
-                self.durations.pop_front();
+            // A reopening does not say when the task was completed: no duration then.
+            if data.task.completed {
+                self.durations
+                    .push_back((at - data.task.create_time).num_seconds().max(0));
+                while self.durations.len() > DURATION_SAMPLES {
+                    self.durations.pop_front();
+                }
             }
         }
         if deleted && !was_deleted {
@@ -577,6 +585,43 @@ pub(crate) mod tests {
         }
         assert_eq!(model.stats.completed, 2);
         assert_eq!((model.stats.open, model.stats.done), (0, 1));
+    }
+
+    #[test]
+    fn a_completion_delivered_after_the_next_event_is_still_counted() {
+        let mut model = Model::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        model.apply(
+            TaskEventKind::Created,
+            &data(a, 1, false, "2026-11-20T08:00:00Z"),
+        );
+        // a: completed (v2), reopened (v3); the reopening arrives first.
+        assert!(model.apply(
+            TaskEventKind::Reopened,
+            &data(a, 3, false, "2026-11-21T09:00:00Z")
+        ));
+        assert!(!model.apply(
+            TaskEventKind::Completed,
+            &data(a, 2, true, "2026-11-21T08:00:00Z")
+        ));
+        // b: created, completed (v2), deleted (v3); only the deletion arrives.
+        assert!(model.apply(
+            TaskEventKind::Deleted,
+            &data(b, 3, true, "2026-11-22T08:00:00Z")
+        ));
+        let stats = &model.stats;
+        assert_eq!(
+            (
+                stats.created,
+                stats.completed,
+                stats.deleted,
+                stats.open,
+                stats.done
+            ),
+            (2, 2, 1, 1, 0)
+        );
+        // Only b's completion says when it happened.
+        assert_eq!(stats.durations.len(), 1);
     }
 
     #[test]
