@@ -231,12 +231,16 @@ impl UserStats {
         let was_completed = before.is_some_and(|b| b.completed);
         let was_deleted = before.is_some_and(|b| b.deleted);
         let deleted = kind == TaskEventKind::Deleted;
-        // A completion we did not see is still counted when the event shows it happened:
-        // the task is completed now (also in a deletion's snapshot, the task as it was), or
-        // this is a reopening (only a completed task is reopened). Redis Streams may deliver
-        // a completion after the task's next event, and then it changes nothing itself.
+        // A completion event is one completion (completing a completed task publishes
+        // nothing, so one seen completed before was reopened since). And a completion we
+        // did not see is still counted when an event shows it happened: the task is
+        // completed now (also in a deletion's snapshot, the task as it was), or this is a
+        // reopening (only a completed task is reopened). Redis Streams may deliver a
+        // completion after the task's next event, and then it changes nothing itself.
         let reopened = kind == TaskEventKind::Reopened;
-        if (data.task.completed || reopened) && !was_completed {
+        let completion = kind == TaskEventKind::Completed
+            || ((data.task.completed || reopened) && !was_completed);
+        if completion {
             self.completed += 1;
             let at = data.task.completed_time.unwrap_or(data.occurred_at);
             *self.completions_by_day.entry(at.date_naive()).or_insert(0) += 1;
@@ -622,6 +626,22 @@ pub(crate) mod tests {
         );
         // Only b's completion says when it happened.
         assert_eq!(stats.durations.len(), 1);
+
+        // a: completed (v4), reopened (v5), completed (v6); v6 arrives first. Completing a
+        // completed task publishes nothing, so v6 is a completion of its own.
+        assert!(model.apply(
+            TaskEventKind::Completed,
+            &data(a, 4, true, "2026-11-23T08:00:00Z")
+        ));
+        assert!(model.apply(
+            TaskEventKind::Completed,
+            &data(a, 6, true, "2026-11-23T10:00:00Z")
+        ));
+        assert!(!model.apply(
+            TaskEventKind::Reopened,
+            &data(a, 5, false, "2026-11-23T09:00:00Z")
+        ));
+        assert_eq!((model.stats.completed, model.stats.done), (4, 1));
     }
 
     #[test]
