@@ -122,28 +122,34 @@ impl RssWatch {
     fn report(&self) -> (String, f64) {
         let mut out = format!(
             "{:<28} {:>9} {:>9} {:>8}  {}\n",
-            "process", "level MB", "end MB", "growth", "incarnations"
+            "process", "level MB", "end MB", "growth", "growth of each incarnation"
         );
         let mut worst: f64 = 0.0;
         for (name, runs) in &self.by_name {
             let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
                 continue;
             };
-            let judged: Vec<f64> = runs
+            let each: Vec<Option<f64>> = runs.iter().map(Incarnation::growth_percent).collect();
+            let growth = each
                 .iter()
-                .filter_map(Incarnation::growth_percent)
-                .collect();
-            let growth = judged.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                .flatten()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
             if growth.is_finite() && is_judged(name) {
                 worst = worst.max(growth);
             }
             let note = if is_judged(name) {
                 ""
             } else {
-                ", holds data: not judged"
+                " (holds data: not judged)"
             };
+            let each = each
+                .iter()
+                .map(|g| g.map_or("short".to_owned(), |g| format!("{g:+.1}%")))
+                .collect::<Vec<_>>()
+                .join(" ");
             out.push_str(&format!(
-                "{:<28} {:>9} {:>9} {:>8}  {} ({} long enough{note})\n",
+                "{:<28} {:>9} {:>9} {:>8}  {each}{note}\n",
                 name,
                 first.level.map_or("-".to_owned(), |(_, kib)| mb(kib)),
                 mb(last.last),
@@ -152,8 +158,6 @@ impl RssWatch {
                 } else {
                     "-".to_owned()
                 },
-                runs.len(),
-                judged.len(),
             ));
         }
         (out, worst)
