@@ -127,7 +127,13 @@ impl FaultStack {
                 format!("/etc/ssl/certs:{}", secure.ca_dir.display()),
             ));
         }
-        let (config_dir, config) = private_name_resolution()?;
+        // Name resolution of the stack's own (a SQLite file): with mDNS, recurring-service
+        // created next occurrences in another stack's task-service while a soak ran beside
+        // the tests (counted, rightly, as lost).
+        let config_dir = tempfile::Builder::new()
+            .prefix("taskmesh-faults-config-")
+            .tempdir()?;
+        let config = crate::apps::private_name_resolution(config_dir.path())?;
         // The address the sidecars register for service invocation: they listen on
         // loopback only.
         sidecar_env.push(("DAPR_HOST_IP".to_owned(), "127.0.0.1".to_owned()));
@@ -559,27 +565,6 @@ impl FaultStack {
         let n: i64 = row?.map_or(Ok(0), |r| r.try_get("", "n"))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
-}
-
-/// A Dapr Configuration whose name resolution is a SQLite file of this stack's own: with
-/// mDNS, the default, app ids resolve host-wide, and recurring-service's CreateTask went
-/// to whichever `task-service` another stack on the host (a second test run, a soak) had
-/// registered too: next occurrences created elsewhere, counted here as lost.
-fn private_name_resolution() -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
-    let dir = tempfile::Builder::new()
-        .prefix("taskmesh-faults-config-")
-        .tempdir()?;
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: taskmesh\n\
-             spec:\n  metric:\n    enabled: true\n  nameResolution:\n    component: sqlite\n\
-             \x20   version: v1\n    configuration:\n      connectionString: {}\n",
-            dir.path().join("names.db").display()
-        ),
-    )?;
-    Ok((dir, config))
 }
 
 /// What templates/dapr-components.yaml renders with `pubsub.sasl.enabled` and
