@@ -1,6 +1,9 @@
 # Taskmesh: the entry point for people and CI. `just --list` shows every recipe.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
+# Recipe arguments also reach the shell as "$@", so `*args` recipes pass them on unchanged
+# (`--every "FREQ=WEEKLY;BYDAY=MO"`, a JSON body, a header with spaces).
+set positional-arguments := true
 
 export CARGO_BUILD_JOBS := env_var_or_default("CARGO_BUILD_JOBS", "2")
 
@@ -120,8 +123,8 @@ deadletters app action="list" which="":
 
 # Run grpcurl (built from the Go module proxy on first use), e.g. `just grpcurl -plaintext localhost:50051 list`.
 grpcurl *args:
-    "$(scripts/setup-go-tool.sh grpcurl {{grpcurl_module}})" {{args}}
+    "$(scripts/setup-go-tool.sh grpcurl {{grpcurl_module}})" "$@"
 
 # Run taskctl, e.g. `just taskctl list`.
 taskctl *args:
-    cargo run -q --release -p taskctl -- {{args}}
+    cargo run -q --release -p taskctl -- "$@"

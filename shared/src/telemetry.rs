@@ -87,15 +87,24 @@ impl Telemetry {
     }
 }
 
+/// Colours only on a terminal (in a pod's, CI's or `just up`'s log files they are escape
+/// codes), and never when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Installs the global subscriber; `service` names the spans' resource. Must run inside
 /// the Tokio runtime (the OTLP exporter's channel lives there). A second call (tests
 /// start many apps in one process) installs nothing.
 pub fn init(service: &'static str, config: &TelemetryConfig) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: in a pod's or CI's log they are escape codes.
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     let fmt = match config.log_format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
@@ -186,5 +195,15 @@ mod tests {
                 .to_string();
             assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colours(true, None));
+        assert!(colours(true, Some(OsStr::new(""))));
+        assert!(!colours(true, Some(OsStr::new("1"))));
+        assert!(!colours(false, None));
+        assert!(!colours(false, Some(OsStr::new("1"))));
     }
 }

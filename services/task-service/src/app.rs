@@ -142,6 +142,7 @@ impl Application {
             taskmesh_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ])?;
         let grpc_metrics = GrpcMetricsLayer::register(&mut registry, known);
         let metrics = MetricsServer::bind(config.metrics_listen, Arc::new(registry))
@@ -269,12 +270,18 @@ impl Application {
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<TaskServiceServer<TaskApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(taskmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1();
-        let reflection = match reflection {
-            Ok(service) => service,
+        // Both versions: grpcurl speaks v1, while other clients (grpcio-reflection, the
+        // official Python one) still speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(taskmesh_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection = reflection()
+            .build_v1()
+            .and_then(|v1| Ok((v1, reflection().build_v1alpha()?)));
+        let (reflection, reflection_v1alpha) = match reflection {
+            Ok(services) => services,
             Err(err) => {
                 tracing::error!(%err, "reflection is unavailable");
                 return Ok(());
@@ -336,6 +343,7 @@ impl Application {
             .layer(self.gate)
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(TaskServiceServer::new(self.api).max_decoding_message_size(max))
             .add_service(
                 NotificationServiceServer::new(self.notifications.clone())

@@ -12,4 +12,5 @@ mod identity;
 mod limits;
 mod list;
 mod outbox;
+mod reflection;
 mod validation;
