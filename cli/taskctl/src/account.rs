@@ -1,7 +1,6 @@
 //! What a user has besides tasks: notifications, notification preferences and
 //! statistics, from the same address and with the same token as the task API.
 
-use anyhow::Context;
 use chrono::DateTime;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -14,6 +13,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::Bearer;
+use crate::exit::{Class, fail};
+use crate::output::View;
 
 type Authed = InterceptedService<Channel, Bearer>;
 
@@ -28,6 +29,10 @@ pub struct NotificationsArgs {
     /// Continue from a previous page (its `next page` token).
     #[arg(long)]
     page: Option<String>,
+    /// Show times in this IANA time zone (e.g. Europe/Paris); default: `TZ`, else the
+    /// system's.
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
 }
 
 #[derive(Args)]
@@ -89,8 +94,9 @@ fn kind_name(kind: notes_pb::NotificationKind) -> &'static str {
 pub async fn notifications(
     channel: Authed,
     args: NotificationsArgs,
-    json_out: bool,
+    view: View,
 ) -> anyhow::Result<()> {
+    let json_out = view.json;
     let mut client = NotificationServiceClient::new(channel);
     let page = client
         .list_notifications(notes_pb::ListNotificationsRequest {
@@ -125,7 +131,11 @@ pub async fn notifications(
         let mark = if n.read { " " } else { "*" };
         println!(
             "{mark} {}  {:<16}  {}  ({})",
-            time(n.create_time.as_ref()),
+            n.create_time
+                .as_ref()
+                .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| view.zone.show(t, false))
+                .unwrap_or_default(),
             kind_name(n.kind()),
             n.message,
             n.id
@@ -139,10 +149,12 @@ pub async fn notifications(
 }
 
 pub async fn ack(channel: Authed, args: AckArgs, json_out: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.all || !args.ids.is_empty(),
-        "name the notifications to mark read, or pass --all"
-    );
+    if !args.all && args.ids.is_empty() {
+        return Err(fail(
+            Class::Usage,
+            "name the notifications to mark read, or pass --all",
+        ));
+    }
     let mut client = NotificationServiceClient::new(channel);
     let acked = client
         .ack_notifications(notes_pb::AckNotificationsRequest {
@@ -211,9 +223,9 @@ pub async fn prefs(channel: Authed, command: PrefsCmd, json_out: bool) -> anyhow
         } => {
             let quiet_hours = quiet
                 .map(|window| {
-                    let (start, end) = window
-                        .split_once('-')
-                        .context("--quiet is HH:MM-HH:MM, e.g. 22:00-07:00")?;
+                    let (start, end) = window.split_once('-').ok_or_else(|| {
+                        fail(Class::Usage, "--quiet is HH:MM-HH:MM, e.g. 22:00-07:00")
+                    })?;
                     anyhow::Ok(notes_pb::QuietHours {
                         start: start.trim().to_owned(),
                         end: end.trim().to_owned(),

@@ -2,15 +2,21 @@
 #![forbid(unsafe_code)]
 
 mod account;
+mod exit;
+mod ids;
 mod output;
+mod token;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use exit::{Class, fail};
+use output::{View, Zone};
 use prost_types::Timestamp;
 use taskmesh_proto::tasks::v1::{self as pb, task_service_client::TaskServiceClient};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -19,7 +25,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 #[derive(Parser)]
-#[command(version, about = "Manage your Taskmesh tasks from the terminal")]
+#[command(
+    version,
+    about = "Manage your Taskmesh tasks from the terminal",
+    after_help = exit::HELP
+)]
 struct Cli {
     /// task-service address.
     #[arg(
@@ -45,7 +55,7 @@ struct Cli {
     /// Bearer token; defaults to the one `taskctl login` saved.
     #[arg(long, env = "TASKMESH_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (times in UTC, RFC 3339).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -88,9 +98,15 @@ enum Cmd {
     #[command(alias = "ls")]
     List(ListArgs),
     /// Show one task.
-    Show { id: String },
+    Show {
+        /// The task id, or its first or last hex digits (e.g. the last 8).
+        id: String,
+        #[command(flatten)]
+        zone: ZoneArg,
+    },
     /// Change some fields of a task.
     Edit {
+        /// The task id, or its first or last hex digits (e.g. the last 8).
         id: String,
         #[arg(long)]
         title: Option<String>,
@@ -107,11 +123,40 @@ enum Cmd {
         if_version: Option<i64>,
     },
     /// Mark a task completed.
-    Done { id: String },
+    Done {
+        /// The task id, or its first or last hex digits (e.g. the last 8).
+        id: String,
+        #[command(flatten)]
+        zone: ZoneArg,
+    },
     /// Mark a completed task open again.
-    Reopen { id: String },
+    Reopen {
+        /// The task id, or its first or last hex digits (e.g. the last 8).
+        id: String,
+        #[command(flatten)]
+        zone: ZoneArg,
+    },
     /// Delete a task.
-    Rm { id: String },
+    Rm {
+        /// The task id, or its first or last hex digits (e.g. the last 8).
+        id: String,
+    },
+    /// Print a shell completion script, e.g. `taskctl completions bash`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `taskctl man > ~/.local/share/man/man1/taskctl.1`.
+    Man,
+}
+
+/// The time zone times are shown in.
+#[derive(Args)]
+pub struct ZoneArg {
+    /// Show times in this IANA time zone (e.g. Europe/Paris); default: `TZ`, else the
+    /// system's.
+    #[arg(long = "tz", value_name = "ZONE")]
+    tz: Option<String>,
 }
 
 #[derive(Args)]
@@ -126,7 +171,7 @@ struct Fields {
     /// Due time: RFC 3339, or `YYYY-MM-DD [HH:MM]` in the `--tz` time zone (else UTC).
     #[arg(long)]
     due: Option<String>,
-    /// IANA time zone of the task, e.g. Europe/Paris.
+    /// IANA time zone of the task, e.g. Europe/Paris (times are also shown in it).
     #[arg(long)]
     tz: Option<String>,
     /// Recurrence rule (RFC 5545 RRULE), e.g. "FREQ=WEEKLY;BYDAY=MO" or
@@ -173,6 +218,8 @@ struct ListArgs {
     /// Start from this page token.
     #[arg(long)]
     page: Option<String>,
+    #[command(flatten)]
+    zone: ZoneArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -222,25 +269,58 @@ type Client = TaskServiceClient<InterceptedService<Channel, Bearer>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // clap exits 2 on a usage error and 0 on --help, as documented in exit::HELP.
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // `taskctl man | head`: the reader has gone, nothing to report.
+        Err(err)
+            if err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
+            let label = output::paint(output::stderr_color(), output::RED, "error:");
             match err.downcast_ref::<tonic::Status>() {
-                Some(status) => eprintln!("error: {}", output::describe_status(status)),
-                None => eprintln!("error: {err:#}"),
+                Some(status) => eprintln!("{label} {}", output::describe_status(status)),
+                None => eprintln!("{label} {err:#}"),
             }
-            ExitCode::FAILURE
+            exit::classify(&err).into()
         }
     }
 }
 
-fn token_path() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .context("neither XDG_CONFIG_HOME nor HOME is set")?;
-    Ok(base.join("taskmesh").join("token"))
+fn view(json: bool, tz: Option<&str>) -> anyhow::Result<View> {
+    Ok(View {
+        json,
+        zone: Zone::pick(tz)?,
+        color: !json && output::stdout_color(),
+    })
+}
+
+/// The manual page: clap_mangen's sections, with the exit codes as an EXIT STATUS table
+/// rather than the --help text (which roff would reflow).
+fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
+    let cmd = Cli::command().after_help(None::<&str>);
+    let man = clap_mangen::Man::new(cmd);
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    man.render_subcommands_section(out)?;
+    writeln!(out, ".SH \"EXIT STATUS\"\n.TS\nl l.")?;
+    for line in exit::HELP.lines().skip(1) {
+        if let Some((code, meaning)) = line.trim().split_once("  ") {
+            writeln!(out, "{code}\t{}", meaning.replace('\\', "\\\\"))?;
+        }
+    }
+    writeln!(out, ".TE")?;
+    man.render_version_section(out)
 }
 
 /// An authenticated channel to task-service (TLS for an https:// server).
@@ -248,22 +328,20 @@ async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer
     let token = match &cli.token {
         Some(token) => token.clone(),
         None => {
-            let path = token_path()?;
-            std::fs::read_to_string(&path)
-                .map(|t| t.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "no token: run `taskctl login --user NAME` (looked in {})",
-                        path.display()
-                    )
-                })?
+            let path = token::path()?;
+            token::load(&path)?
         }
     };
     let header: MetadataValue<Ascii> = format!("Bearer {token}")
         .parse()
-        .context("the token is not valid ASCII")?;
+        .map_err(|_| fail(Class::Auth, "the token is not valid ASCII"))?;
     let mut endpoint = Channel::from_shared(cli.server.clone())
-        .context("--server is not a URL")?
+        .map_err(|_| {
+            fail(
+                Class::Usage,
+                format!("--server {} is not a URL", cli.server),
+            )
+        })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
     if cli.server.starts_with("https://") {
@@ -281,7 +359,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer
         }
         endpoint = endpoint.tls_config(tls).context("TLS settings")?;
     } else if cli.ca_cert.is_some() {
-        anyhow::bail!("--ca-cert needs an https:// --server");
+        return Err(fail(Class::Usage, "--ca-cert needs an https:// --server"));
     }
     let channel = endpoint
         .connect()
@@ -292,7 +370,12 @@ async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer
 
 /// A time given on the command line. RFC 3339 says its own offset; a date or `YYYY-MM-DD
 /// HH:MM` is wall-clock time in `tz` (the task's `--tz`, as a person reads it), else UTC.
+/// Its errors are usage errors (exit code 2).
 fn parse_time(raw: &str, tz: Option<&str>) -> anyhow::Result<Timestamp> {
+    read_time(raw, tz).map_err(|err| fail(Class::Usage, format!("{err:#}")))
+}
+
+fn read_time(raw: &str, tz: Option<&str>) -> anyhow::Result<Timestamp> {
     let time: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         t.with_timezone(&Utc)
     } else {
@@ -343,23 +426,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             user,
             Duration::from_secs(hours.saturating_mul(3600)),
         )?;
-        let path = token_path()?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&path, &token)?;
+        let path = token::path()?;
+        token::save(&path, &token)?;
         println!(
             "logged in as {user} for {hours} h (token saved to {})",
             path.display()
         );
         return Ok(());
     }
+    match &cli.command {
+        Cmd::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(*shell, &mut Cli::command(), "taskctl", &mut out);
+            out.flush()?;
+            return Ok(());
+        }
+        Cmd::Man => {
+            let mut out = std::io::stdout().lock();
+            man_page(&mut out)?;
+            out.flush()?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let channel = connect(&cli).await?;
     let json = cli.json;
     let mut client = TaskServiceClient::new(channel.clone());
     match cli.command {
-        Cmd::Login { .. } => Ok(()),
-        Cmd::Notifications(args) => account::notifications(channel, args, json).await,
+        Cmd::Login { .. } | Cmd::Completions { .. } | Cmd::Man => Ok(()),
+        Cmd::Notifications(args) => {
+            let view = view(json, args.tz.as_deref())?;
+            account::notifications(channel, args, view).await
+        }
         Cmd::Ack(args) => account::ack(channel, args, json).await,
         Cmd::Prefs(command) => account::prefs(channel, command, json).await,
         Cmd::Stats => account::stats(channel, json).await,
@@ -368,6 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             fields,
             request_id,
         } => {
+            let view = view(json, fields.tz.as_deref())?;
             let due_time = fields.due_time()?;
             let req = pb::CreateTaskRequest {
                 title,
@@ -380,16 +479,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 request_id,
             };
             let task = client.create_task(req).await?.into_inner();
-            output::task(&task, json);
+            output::task(&task, view);
             Ok(())
         }
-        Cmd::List(args) => list(&mut client, args, json).await,
-        Cmd::Show { id } => {
+        Cmd::List(args) => {
+            let view = view(json, args.zone.tz.as_deref())?;
+            list(&mut client, args, view).await
+        }
+        Cmd::Show { id, zone } => {
+            let view = view(json, zone.tz.as_deref())?;
+            let id = ids::resolve(&mut client, &id).await?;
             let task = client
                 .get_task(pb::GetTaskRequest { id })
                 .await?
                 .into_inner();
-            output::task(&task, json);
+            output::task(&task, view);
             Ok(())
         }
         Cmd::Edit {
@@ -400,7 +504,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             set_tags,
             if_version,
         } => {
+            let view = view(json, fields.tz.as_deref())?;
             let due_time = fields.due_time()?;
+            let id = ids::resolve(&mut client, &id).await?;
             let tags = match (set_tags, fields.tag.is_empty()) {
                 (Some(list), _) => Some(pb::TagList {
                     tags: list
@@ -426,28 +532,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 recurrence: fields.every,
             };
             let task = client.update_task(req).await?.into_inner();
-            output::task(&task, json);
+            output::task(&task, view);
             Ok(())
         }
-        Cmd::Done { id } => {
+        Cmd::Done { id, zone } => {
+            let view = view(json, zone.tz.as_deref())?;
+            let id = ids::resolve(&mut client, &id).await?;
             let req = pb::CompleteTaskRequest {
                 id,
                 expected_version: None,
             };
             let task = client.complete_task(req).await?.into_inner();
-            output::task(&task, json);
+            output::task(&task, view);
             Ok(())
         }
-        Cmd::Reopen { id } => {
+        Cmd::Reopen { id, zone } => {
+            let view = view(json, zone.tz.as_deref())?;
+            let id = ids::resolve(&mut client, &id).await?;
             let req = pb::ReopenTaskRequest {
                 id,
                 expected_version: None,
             };
             let task = client.reopen_task(req).await?.into_inner();
-            output::task(&task, json);
+            output::task(&task, view);
             Ok(())
         }
         Cmd::Rm { id } => {
+            let id = ids::resolve(&mut client, &id).await?;
             client
                 .delete_task(pb::DeleteTaskRequest {
                     id: id.clone(),
@@ -464,7 +575,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn list(client: &mut Client, args: ListArgs, json: bool) -> anyhow::Result<()> {
+async fn list(client: &mut Client, args: ListArgs, view: View) -> anyhow::Result<()> {
     let mut req = pb::ListTasksRequest {
         status: match args.status {
             StatusArg::Open => pb::StatusFilter::Open,
@@ -502,7 +613,7 @@ async fn list(client: &mut Client, args: ListArgs, json: bool) -> anyhow::Result
         }
         req.page_token = page.next_page_token;
     };
-    output::tasks(&tasks, &next, json);
+    output::tasks(&tasks, &next, view);
     Ok(())
 }
 

@@ -1,10 +1,112 @@
 //! How tasks and errors look in a terminal, and as JSON for scripts.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 use taskmesh_proto::tasks::v1::{Priority, Task};
 use tonic_types::StatusExt;
+
+/// Where times are shown: JSON always says UTC (RFC 3339); tables and details use the
+/// time zone asked for (`--tz`), else `TZ` when it names an IANA zone, else the system's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Zone {
+    Local,
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// `--tz` if given, else `TZ` if it is an IANA name (a POSIX rule such as
+    /// `CET-1CEST` is left to the system's reading), else local time.
+    pub fn pick(flag: Option<&str>) -> anyhow::Result<Self> {
+        if let Some(name) = flag.filter(|n| !n.is_empty()) {
+            return name.parse().map(Self::Named).map_err(|_| {
+                crate::exit::fail(
+                    crate::exit::Class::Usage,
+                    format!("{name:?} is not an IANA time zone (e.g. Europe/Paris)"),
+                )
+            });
+        }
+        let from_env = std::env::var("TZ")
+            .ok()
+            .and_then(|tz| tz.trim_start_matches(':').parse::<chrono_tz::Tz>().ok());
+        Ok(from_env.map_or(Self::Local, Self::Named))
+    }
+
+    /// `2030-01-06 08:00 CET` (or `+01:00` for the system's zone).
+    pub fn show(self, t: DateTime<Utc>, with_zone: bool) -> String {
+        let (format, plain) = ("%Y-%m-%d %H:%M %Z", "%Y-%m-%d %H:%M");
+        let format = if with_zone { format } else { plain };
+        match self {
+            Self::Local => t.with_timezone(&chrono::Local).format(format).to_string(),
+            Self::Named(tz) => t.with_timezone(&tz).format(format).to_string(),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Self::Local => "local".to_owned(),
+            Self::Named(tz) => tz.name().to_owned(),
+        }
+    }
+}
+
+/// How to print: JSON or text, in which time zone, with colours or not.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub json: bool,
+    pub zone: Zone,
+    pub color: bool,
+}
+
+/// Colours only on a terminal, never with `NO_COLOR` set (https://no-color.org), and on
+/// a pipe only when `CLICOLOR_FORCE` asks for them.
+pub fn color_wanted(
+    no_color: Option<&OsStr>,
+    force: Option<&OsStr>,
+    dumb_term: bool,
+    terminal: bool,
+) -> bool {
+    let set = |v: Option<&OsStr>| v.is_some_and(|v| !v.is_empty() && v != "0");
+    if no_color.is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    set(force) || (terminal && !dumb_term)
+}
+
+pub fn stdout_color() -> bool {
+    color_wanted(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("CLICOLOR_FORCE").as_deref(),
+        std::env::var_os("TERM").is_some_and(|t| t == "dumb"),
+        std::io::stdout().is_terminal(),
+    )
+}
+
+pub fn stderr_color() -> bool {
+    color_wanted(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("CLICOLOR_FORCE").as_deref(),
+        std::env::var_os("TERM").is_some_and(|t| t == "dumb"),
+        std::io::stderr().is_terminal(),
+    )
+}
+
+pub const BOLD: &str = "1";
+pub const DIM: &str = "2";
+pub const RED: &str = "31";
+pub const YELLOW: &str = "33";
+
+/// `text` in an SGR style when colours are on.
+pub fn paint(on: bool, style: &str, text: &str) -> String {
+    if on && !style.is_empty() {
+        format!("\x1b[{style}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
 
 fn time(ts: Option<&Timestamp>) -> Option<DateTime<Utc>> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
@@ -40,16 +142,13 @@ pub fn to_json(task: &Task) -> Value {
     })
 }
 
-pub fn task(task: &Task, json: bool) {
-    if json {
+pub fn task(task: &Task, view: View) {
+    if view.json {
         println!("{}", to_json(task));
         return;
     }
     let when = |ts: Option<&Timestamp>| {
-        time(ts).map_or_else(
-            || "-".to_owned(),
-            |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
-        )
+        time(ts).map_or_else(|| "-".to_owned(), |t| view.zone.show(t, true))
     };
     println!("id:          {}", task.id);
     println!("title:       {}", task.title);
@@ -60,9 +159,19 @@ pub fn task(task: &Task, json: bool) {
         "status:      {}",
         if task.completed { "completed" } else { "open" }
     );
-    println!("priority:    {}", priority(task));
+    println!(
+        "priority:    {}",
+        paint(view.color, priority_style(task), priority(task))
+    );
     println!("tags:        {}", task.tags.join(", "));
-    println!("due:         {}", when(task.due_time.as_ref()));
+    println!(
+        "due:         {}",
+        paint(
+            view.color,
+            due_style(task, Utc::now()),
+            &when(task.due_time.as_ref())
+        )
+    );
     if let Some(tz) = &task.time_zone {
         println!("time zone:   {tz}");
     }
@@ -76,8 +185,24 @@ pub fn task(task: &Task, json: bool) {
     println!("version:     {}", task.version);
 }
 
-pub fn tasks(tasks: &[Task], next_page_token: &str, json: bool) {
-    if json {
+fn priority_style(task: &Task) -> &'static str {
+    match Priority::try_from(task.priority) {
+        Ok(Priority::Urgent) => RED,
+        Ok(Priority::High) => YELLOW,
+        _ => "",
+    }
+}
+
+/// Overdue open tasks stand out.
+fn due_style(task: &Task, now: DateTime<Utc>) -> &'static str {
+    match time(task.due_time.as_ref()) {
+        Some(due) if !task.completed && due < now => RED,
+        _ => "",
+    }
+}
+
+pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
+    if view.json {
         let out = json!({
             "tasks": tasks.iter().map(to_json).collect::<Vec<_>>(),
             "next_page_token": next_page_token,
@@ -96,29 +221,44 @@ pub fn tasks(tasks: &[Task], next_page_token: &str, json: bool) {
                 t.id.clone(),
                 if t.completed { "[x]" } else { "[ ]" }.to_owned(),
                 priority(t).to_owned(),
-                time(t.due_time.as_ref()).map_or_else(
-                    || "-".to_owned(),
-                    |d| d.format("%Y-%m-%d %H:%M").to_string(),
-                ),
+                time(t.due_time.as_ref())
+                    .map_or_else(|| "-".to_owned(), |d| view.zone.show(d, false)),
                 truncate(&t.title, 50),
                 t.tags.join(","),
             ]
         })
         .collect();
-    let header = ["ID", "", "PRIORITY", "DUE (UTC)", "TITLE", "TAGS"].map(str::to_owned);
+    let due = format!("DUE ({})", view.zone.label());
+    let header = ["ID", "", "PRIORITY", &due, "TITLE", "TAGS"].map(str::to_owned);
     let mut widths = [0; 6];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
+    let now = Utc::now();
+    // Padded first, painted after: escape codes take no room on screen.
+    let line = |row: &[String; 6], styles: [&str; 6]| {
+        let cells: Vec<String> = row
             .iter()
             .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .zip(styles)
+            .map(|((cell, w), style)| paint(view.color, style, &format!("{cell:<w$}")))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        cells.join("  ").trim_end().to_owned()
+    };
+    println!("{}", line(&header, [BOLD; 6]));
+    for (row, task) in rows.iter().zip(tasks) {
+        let done = if task.completed { DIM } else { "" };
+        let styles = [
+            done,
+            done,
+            priority_style(task),
+            due_style(task, now),
+            done,
+            done,
+        ];
+        println!("{}", line(row, styles));
     }
     if !next_page_token.is_empty() {
         println!("more: --page {next_page_token} (or --all)");
@@ -144,4 +284,42 @@ pub fn describe_status(status: &tonic::Status) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_and_never_with_no_color() {
+        let v = |s: &'static str| Some(OsStr::new(s));
+        assert!(color_wanted(None, None, false, true));
+        assert!(!color_wanted(None, None, false, false));
+        assert!(!color_wanted(None, None, true, true));
+        assert!(!color_wanted(v("1"), None, false, true));
+        // An empty NO_COLOR does not count (no-color.org).
+        assert!(color_wanted(v(""), None, false, true));
+        assert!(color_wanted(None, v("1"), false, false));
+        assert!(!color_wanted(None, v("0"), false, false));
+        assert!(!color_wanted(v("1"), v("1"), false, true));
+        assert_eq!(paint(false, RED, "x"), "x");
+        assert_eq!(paint(true, RED, "x"), "\x1b[31mx\x1b[0m");
+    }
+
+    #[test]
+    fn times_are_shown_in_the_zone_asked_for() {
+        let t = DateTime::parse_from_rfc3339("2030-01-06T07:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let paris = Zone::pick(Some("Europe/Paris")).unwrap();
+        assert_eq!(paris.show(t, true), "2030-01-06 08:00 CET");
+        assert_eq!(paris.show(t, false), "2030-01-06 08:00");
+        assert_eq!(paris.label(), "Europe/Paris");
+        let tokyo = Zone::pick(Some("Asia/Tokyo")).unwrap();
+        assert_eq!(tokyo.show(t, false), "2030-01-06 16:00");
+        let err = Zone::pick(Some("Mars/Olympus")).unwrap_err();
+        assert_eq!(crate::exit::classify(&err), crate::exit::Class::Usage);
+    }
 }

@@ -15,16 +15,27 @@ struct Env {
 
 impl Env {
     fn taskctl(&self, args: &[&str]) -> (bool, String, String) {
+        let (code, stdout, stderr) = self.run(args, &[]);
+        (code == 0, stdout, stderr)
+    }
+
+    /// The exit code, stdout and stderr of taskctl with these extra environment variables
+    /// (times in UTC and no colours unless a test asks).
+    fn run(&self, args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_taskctl"))
             .args(["--server", &self.server])
             .args(args)
             .env("XDG_CONFIG_HOME", self.config_home.path())
+            .env("TZ", "UTC")
             .env_remove("TASKMESH_TOKEN")
             .env_remove("TASKMESH_JWT_SECRET")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .envs(vars.iter().copied())
             .output()
             .expect("run taskctl");
         (
-            out.status.success(),
+            out.status.code().expect("taskctl exited by a signal"),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
@@ -345,4 +356,221 @@ async fn notifications_prefs_and_stats_commands_reach_the_public_api() {
     let _ = stop.send(());
     let _ = handle.await;
     result.unwrap();
+}
+
+/// A development task-service on SQLite, on a free port, until `stop` is sent.
+async fn dev_server(
+    dir: &std::path::Path,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let env: HashMap<String, String> = [
+        ("APP_PORT", "0".to_owned()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
+        ),
+        ("TASKMESH_DEV_MODE", "true".to_owned()),
+        ("METRICS_PORT", "0".to_owned()),
+        ("DAPR_GRPC_PORT", "1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let app = Application::build(Config::from_env(&env).unwrap())
+        .await
+        .unwrap();
+    let server = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    (server, stop, handle)
+}
+
+// Exit codes as documented in `taskctl --help` and the README.
+const USAGE: i32 = 2;
+const AUTH: i32 = 3;
+const NOT_FOUND: i32 = 4;
+const CONFLICT: i32 = 5;
+const UNAVAILABLE: i32 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_id_prefixes_time_zones_colours_and_the_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, stop, handle) = dev_server(dir.path()).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let env = Env {
+            server,
+            config_home: tempfile::tempdir().unwrap(),
+        };
+        let mode =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+        // Usage (clap's own code) and auth, before any task exists.
+        assert_eq!(env.run(&["list", "--bogus"], &[]).0, USAGE);
+        assert_eq!(env.run(&["frobnicate"], &[]).0, USAGE);
+        let (code, _, stderr) = env.run(&["list"], &[]);
+        assert_eq!(code, AUTH, "{stderr}");
+        let (code, help, _) = env.run(&["--help"], &[]);
+        assert_eq!(code, 0);
+        assert!(
+            help.contains("Exit codes:") && help.contains("6  unavailable"),
+            "{help}"
+        );
+
+        // The token file: 0600, and an open one is tightened with a warning.
+        assert!(env.taskctl(&["login", "--user", "alice"]).0);
+        let token = env.config_home.path().join("taskmesh").join("token");
+        assert_eq!(mode(&token), 0o600);
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, _, stderr) = env.run(&["list"], &[]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains("warning") && stderr.contains("0644"),
+            "{stderr}"
+        );
+        assert_eq!(mode(&token), 0o600);
+        let (_, _, stderr) = env.run(&["list"], &[]);
+        assert!(!stderr.contains("warning"), "warned twice: {stderr}");
+
+        // A refused token, a server that is not there.
+        let (code, _, stderr) = env.run(&["--token", "not-a-jwt", "list"], &[]);
+        assert_eq!(code, AUTH, "{stderr}");
+        let closed = Env {
+            server: "http://127.0.0.1:1".to_owned(),
+            config_home: tempfile::tempdir().unwrap(),
+        };
+        let (code, _, stderr) = closed.run(&["--token", "x", "list"], &[]);
+        assert_eq!(code, UNAVAILABLE, "{stderr}");
+
+        // Values rejected here or by the server are usage errors.
+        assert_eq!(env.run(&["add", ""], &[]).0, USAGE);
+        assert_eq!(env.run(&["add", "x", "--due", "soon"], &[]).0, USAGE);
+        assert_eq!(env.run(&["list", "--tz", "Mars/Olympus"], &[]).0, USAGE);
+
+        // Times: JSON in UTC; text in --tz, else TZ.
+        let task = env.json(&["add", "Water plants", "--due", "2030-01-06T07:00:00Z"]);
+        let id = task["id"].as_str().unwrap().to_owned();
+        assert_eq!(task["due_time"], "2030-01-06T07:00:00+00:00");
+        let (_, shown, _) = env.run(&["show", &id, "--tz", "Europe/Paris"], &[]);
+        assert!(shown.contains("2030-01-06 08:00 CET"), "{shown}");
+        let (_, shown, _) = env.run(&["show", &id], &[("TZ", "Asia/Tokyo")]);
+        assert!(shown.contains("2030-01-06 16:00 JST"), "{shown}");
+        let (_, table, _) = env.run(&["list", "--tz", "America/New_York"], &[]);
+        assert!(
+            table.contains("DUE (America/New_York)") && table.contains("2030-01-06 02:00"),
+            "{table}"
+        );
+
+        // Colours: none on a pipe or with NO_COLOR, even when forced.
+        let (_, plain, _) = env.run(&["list"], &[]);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        let (_, forced, _) = env.run(&["list"], &[("CLICOLOR_FORCE", "1")]);
+        assert!(forced.contains("\x1b["), "{forced:?}");
+        let (_, no_color, _) = env.run(&["list"], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+        assert!(!no_color.contains('\x1b'), "{no_color:?}");
+
+        // Not found, conflict.
+        let (code, _, stderr) = env.run(&["show", "00000000-0000-4000-8000-000000000000"], &[]);
+        assert_eq!(code, NOT_FOUND, "{stderr}");
+        assert_eq!(
+            env.json(&["edit", &id, "--title", "x", "--if-version", "1"])["version"],
+            2
+        );
+        let (code, _, stderr) = env.run(&["edit", &id, "--title", "y", "--if-version", "1"], &[]);
+        assert_eq!(code, CONFLICT, "{stderr}");
+
+        // Short ids wherever an id is: the first digits, or the last (UUIDv7 ids made
+        // close together share their first ones).
+        let (head, tail) = (&id[..8], &id[28..]);
+        assert_eq!(env.json(&["show", head])["id"], id.as_str());
+        assert_eq!(env.json(&["done", &tail.to_uppercase()])["completed"], true);
+        assert_eq!(env.json(&["reopen", tail])["completed"], false);
+        assert_eq!(env.json(&["edit", tail, "--title", "z"])["title"], "z");
+        // 17 tasks: at least two share a first hex digit.
+        let mut all = vec![id.clone()];
+        for n in 0..16 {
+            all.push(
+                env.json(&["add", &format!("t{n}")])["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        let matching = |short: &str| -> Vec<&String> {
+            all.iter()
+                .filter(|id| id.starts_with(short) || id.ends_with(short))
+                .collect()
+        };
+        let digit = (0..16)
+            .map(|d| format!("{d:x}"))
+            .find(|d| matching(d).len() >= 2)
+            .unwrap();
+        let sharing = matching(&digit);
+        let (code, _, stderr) = env.run(&["show", &digit], &[]);
+        assert_eq!(code, USAGE, "{stderr}");
+        assert!(
+            stderr.contains(&format!("ambiguous: {} task ids", sharing.len())),
+            "{stderr}"
+        );
+        // At most 10 are named, the rest counted.
+        let named = sharing
+            .iter()
+            .filter(|c| stderr.contains(c.as_str()))
+            .count();
+        assert_eq!(named, sharing.len().min(10), "{stderr}");
+        if sharing.len() > 10 {
+            assert!(
+                stderr.contains(&format!("and {} more", sharing.len() - 10)),
+                "{stderr}"
+            );
+        }
+        let unused = (0u32..)
+            .map(|n| format!("{n:08x}"))
+            .find(|p| matching(p).is_empty())
+            .unwrap();
+        let (code, _, stderr) = env.run(&["rm", &unused], &[]);
+        assert_eq!(code, NOT_FOUND, "{stderr}");
+        assert_eq!(env.run(&["rm", "not-hex"], &[]).0, USAGE);
+        assert_eq!(env.json(&["rm", tail])["deleted"], id.as_str());
+        assert_eq!(env.run(&["show", tail], &[]).0, NOT_FOUND);
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = handle.await;
+    result.unwrap();
+}
+
+#[test]
+fn completions_and_the_manual_page_need_no_server() {
+    let env = Env {
+        server: "http://127.0.0.1:1".to_owned(),
+        config_home: tempfile::tempdir().unwrap(),
+    };
+    for (shell, marker) in [
+        ("bash", "_taskctl()"),
+        ("zsh", "#compdef taskctl"),
+        ("fish", "complete -c taskctl"),
+    ] {
+        let (code, script, stderr) = env.run(&["completions", shell], &[]);
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("reopen"), "{shell}: subcommands missing");
+    }
+    assert_eq!(env.run(&["completions", "tcsh"], &[]).0, USAGE);
+    let (code, page, _) = env.run(&["man"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH taskctl"),
+        "{page}"
+    );
+    assert!(
+        page.contains(".SH \"EXIT STATUS\"") && page.contains("\n6\tunavailable"),
+        "{page}"
+    );
 }
