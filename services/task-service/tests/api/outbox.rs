@@ -146,7 +146,9 @@ async fn pruning_removes_old_published_rows_in_batches(backend: Backend) {
     use sea_orm::{ConnectionTrait, Statement};
     use task_service::outbox::{OutboxStore, SeaOutbox};
 
-    let app = spawn_app(backend).await;
+    // The app's own housekeeping prunes too; with a retention longer than these rows'
+    // age it leaves them to the prune under test (it raced it before, under load).
+    let app = spawn_app_with(backend, &[("TASKMESH_OUTBOX_RETENTION_SECS", "2592000")]).await;
     let db = sea_orm::Database::connect(&app.database_url).await.unwrap();
     let old = (chrono::Utc::now() - chrono::Duration::days(2)).timestamp_micros();
     let recent = chrono::Utc::now().timestamp_micros();
