@@ -18,8 +18,8 @@ pub enum Class {
     NotFound = 4,
     /// Someone else changed it first (ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION).
     Conflict = 5,
-    /// Cannot reach the service, or it asks to come back later (UNAVAILABLE,
-    /// DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, CANCELLED).
+    /// Cannot reach the service, the connection broke, or it asks to come back later
+    /// (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, CANCELLED).
     Unavailable = 6,
 }
 
@@ -32,7 +32,7 @@ Exit codes:
   3  auth: no token, or the token is refused (UNAUTHENTICATED, PERMISSION_DENIED)
   4  not found: no such task, or no task id starts or ends with the short id
   5  conflict: changed meanwhile (ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION)
-  6  unavailable: cannot connect, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED";
+  6  unavailable: cannot connect, cut off, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED";
 
 impl From<Class> for ExitCode {
     fn from(class: Class) -> Self {
@@ -83,7 +83,14 @@ pub fn classify(err: &anyhow::Error) -> Class {
             return failure.class;
         }
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
-            return of_code(status.code());
+            // tonic turns a connection that broke mid-call (h2 or transport errors) into
+            // UNKNOWN or INTERNAL made on this side, with the cause attached; a status
+            // from the server has none.
+            let local = std::error::Error::source(status).is_some();
+            return match status.code() {
+                tonic::Code::Unknown | tonic::Code::Internal if local => Class::Unavailable,
+                code => of_code(code),
+            };
         }
         if cause.downcast_ref::<tonic::transport::Error>().is_some() {
             return Class::Unavailable;
@@ -120,5 +127,7 @@ mod tests {
         let err = fail(Class::Auth, "no token").context("connecting");
         assert_eq!(classify(&err), Class::Auth);
         assert_eq!(classify(&anyhow::anyhow!("disk full")), Class::Other);
+        let from_server = anyhow::Error::new(tonic::Status::internal("bug"));
+        assert_eq!(classify(&from_server), Class::Other);
     }
 }

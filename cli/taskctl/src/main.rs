@@ -269,20 +269,11 @@ type Client = TaskServiceClient<InterceptedService<Channel, Bearer>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     // clap exits 2 on a usage error and 0 on --help, as documented in exit::HELP.
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
-        // `taskctl man | head`: the reader has gone, nothing to report.
-        Err(err)
-            if err.chain().any(|cause| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
         Err(err) => {
             let label = output::paint(output::stderr_color(), output::RED, "error:");
             match err.downcast_ref::<tonic::Status>() {
@@ -294,12 +285,39 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `taskctl list | head -1`: Rust ignores SIGPIPE, so `println!` panics once the reader
+/// has gone. That is no error of ours: end quietly, as a C tool killed by SIGPIPE would.
+/// (Only that panic: a closed socket is an error to report.)
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn view(json: bool, tz: Option<&str>) -> anyhow::Result<View> {
     Ok(View {
         json,
         zone: Zone::pick(tz)?,
         color: !json && output::stdout_color(),
     })
+}
+
+/// `taskctl man | head`: the reader has gone, nothing to report.
+fn unless_reader_gone(written: std::io::Result<()>) -> anyhow::Result<()> {
+    match written {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// The manual page: clap_mangen's sections, with the exit codes as an EXIT STATUS table
@@ -436,16 +454,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match &cli.command {
         Cmd::Completions { shell } => {
+            use clap_complete::Generator;
+            // What clap_complete::generate does, without its panic on a write error.
+            let mut cmd = Cli::command();
+            cmd.set_bin_name("taskctl");
+            cmd.build();
             let mut out = std::io::stdout().lock();
-            clap_complete::generate(*shell, &mut Cli::command(), "taskctl", &mut out);
-            out.flush()?;
-            return Ok(());
+            let written = shell
+                .try_generate(&cmd, &mut out)
+                .and_then(|()| out.flush());
+            return unless_reader_gone(written);
         }
         Cmd::Man => {
             let mut out = std::io::stdout().lock();
-            man_page(&mut out)?;
-            out.flush()?;
-            return Ok(());
+            let written = man_page(&mut out).and_then(|()| out.flush());
+            return unless_reader_gone(written);
         }
         _ => {}
     }

@@ -284,8 +284,8 @@ async fn tls_on_the_public_port_and_plaintext_health_for_probes() {
         ]);
         assert_eq!(listed["tasks"][0]["title"], "Over TLS", "{listed}");
         // Without our CA the certificate is not trusted; in plaintext nothing answers.
-        let (ok, _, stderr) = tls.taskctl(&["list"]);
-        assert!(!ok, "an unknown CA was trusted");
+        let (code, _, stderr) = tls.run(&["list"], &[]);
+        assert_eq!(code, UNAVAILABLE, "an unknown CA: {stderr}");
         assert!(
             stderr.contains("cannot reach") || stderr.contains("error"),
             "{stderr}"
@@ -294,8 +294,8 @@ async fn tls_on_the_public_port_and_plaintext_health_for_probes() {
             server: format!("http://127.0.0.1:{port}"),
             config_home: tls.config_home,
         };
-        let (ok, _, _) = plain.taskctl(&["list"]);
-        assert!(!ok, "plaintext was answered on the TLS port");
+        let (code, _, stderr) = plain.run(&["list"], &[]);
+        assert_eq!(code, UNAVAILABLE, "plaintext on the TLS port: {stderr}");
     })
     .await;
     let _ = stop.send(());
@@ -573,4 +573,27 @@ fn completions_and_the_manual_page_need_no_server() {
         page.contains(".SH \"EXIT STATUS\"") && page.contains("\n6\tunavailable"),
         "{page}"
     );
+}
+
+#[test]
+fn a_reader_that_goes_away_is_no_error() {
+    // The read end is closed before taskctl writes: every write fails with EPIPE.
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+        &["--help"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taskctl"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
 }
