@@ -198,8 +198,11 @@ struct ListArgs {
     priority: Option<PriorityArg>,
     #[arg(short, long)]
     tag: Option<String>,
+    /// Due before this time: RFC 3339, or `YYYY-MM-DD [HH:MM]` in the `--tz` zone (else
+    /// `TZ`, else the system's), the zone times are shown in.
     #[arg(long)]
     due_before: Option<String>,
+    /// Due after this time (read as --due-before is).
     #[arg(long)]
     due_after: Option<String>,
     /// Text the title contains.
@@ -393,20 +396,48 @@ fn parse_time(raw: &str, tz: Option<&str>) -> anyhow::Result<Timestamp> {
     read_time(raw, tz).map_err(|err| fail(Class::Usage, format!("{err:#}")))
 }
 
+/// A time read in the zone times are shown in (`list --due-before`), the system's
+/// included.
+fn parse_time_in(raw: &str, zone: Zone) -> anyhow::Result<Timestamp> {
+    match zone {
+        Zone::Named(tz) => parse_time(raw, Some(tz.name())),
+        Zone::Local if DateTime::parse_from_rfc3339(raw).is_ok() => parse_time(raw, None),
+        Zone::Local => {
+            let time = wall_clock(raw)
+                .and_then(|local| {
+                    local
+                        .and_local_timezone(chrono::Local)
+                        .earliest()
+                        .with_context(|| format!("{raw} does not exist here (a clock change)"))
+                })
+                .map_err(|err| fail(Class::Usage, format!("{err:#}")))?;
+            Ok(Timestamp {
+                seconds: time.timestamp(),
+                nanos: 0,
+            })
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` or `YYYY-MM-DD` (midnight), in no zone yet.
+fn wall_clock(raw: &str) -> anyhow::Result<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M")
+        .ok()
+        .or_else(|| {
+            NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .with_context(|| {
+            format!("{raw:?} is not a time (use RFC 3339, YYYY-MM-DD or \"YYYY-MM-DD HH:MM\")")
+        })
+}
+
 fn read_time(raw: &str, tz: Option<&str>) -> anyhow::Result<Timestamp> {
     let time: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         t.with_timezone(&Utc)
     } else {
-        let local = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M")
-            .ok()
-            .or_else(|| {
-                NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-                    .ok()
-                    .and_then(|d| d.and_hms_opt(0, 0, 0))
-            })
-            .with_context(|| {
-                format!("{raw:?} is not a time (use RFC 3339, YYYY-MM-DD or \"YYYY-MM-DD HH:MM\")")
-            })?;
+        let local = wall_clock(raw)?;
         match tz.filter(|tz| !tz.is_empty()) {
             None => local.and_utc(),
             Some(name) => {
@@ -610,12 +641,12 @@ async fn list(client: &mut Client, args: ListArgs, view: View) -> anyhow::Result
         due_before: args
             .due_before
             .as_deref()
-            .map(|t| parse_time(t, None))
+            .map(|t| parse_time_in(t, view.zone))
             .transpose()?,
         due_after: args
             .due_after
             .as_deref()
-            .map(|t| parse_time(t, None))
+            .map(|t| parse_time_in(t, view.zone))
             .transpose()?,
         title_contains: args.search,
         order_by: match args.order {

@@ -467,6 +467,22 @@ async fn exit_codes_id_prefixes_time_zones_colours_and_the_token_file() {
             "{table}"
         );
 
+        // --due-before/--due-after are read in that zone too: 07:30 in Paris is 06:30 UTC.
+        let before = |zone: &str, at: &str| {
+            env.json(&["list", "--tz", zone, "--due-before", at])["tasks"]
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        assert_eq!(before("UTC", "2030-01-06 07:30"), 1);
+        assert_eq!(before("Europe/Paris", "2030-01-06 07:30"), 0);
+        assert_eq!(before("Europe/Paris", "2030-01-06 08:30"), 1);
+        let (_, json, _) = env.run(
+            &["list", "--json", "--due-after", "2030-01-06 07:30"],
+            &[("TZ", "Asia/Tokyo")],
+        );
+        assert!(json.contains("Water plants"), "TZ not used: {json}");
+
         // Colours: none on a pipe or with NO_COLOR, even when forced.
         let (_, plain, _) = env.run(&["list"], &[]);
         assert!(!plain.contains('\x1b'), "{plain:?}");
