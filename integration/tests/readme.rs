@@ -28,8 +28,12 @@ const APP_TOKEN: &str = "readme-app-token-0123456789";
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Line(String);
 
+/// The README marks a block the test cannot run with this comment on the line before it,
+/// followed by why (it installs into the reader's home, say).
+const SKIP: &str = "<!-- not run by integration/tests/readme.rs:";
+
 /// The ```sh blocks of the README's "Try it" section (up to the next `## ` heading), each
-/// as its commands.
+/// as its commands; blocks marked with `SKIP` are left out.
 fn try_it_blocks(readme: &str) -> Vec<Vec<Line>> {
     let section = readme
         .split("\n## ")
@@ -38,10 +42,20 @@ fn try_it_blocks(readme: &str) -> Vec<Vec<Line>> {
     let mut blocks = Vec::new();
     let mut current: Option<Vec<Line>> = None;
     let mut pending = String::new();
+    let mut skipped = false;
+    let mut previous = "";
     for line in section.lines() {
         match (&mut current, line.trim_end()) {
-            (None, "```sh") => current = Some(Vec::new()),
-            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (None, "```sh") => {
+                skipped = previous.starts_with(SKIP);
+                current = Some(Vec::new());
+            }
+            (Some(_), "```") => {
+                let block = current.take().unwrap();
+                if !skipped {
+                    blocks.push(block);
+                }
+            }
             (Some(block), text) => {
                 pending.push_str(text);
                 if text.ends_with('\\') {
@@ -51,6 +65,9 @@ fn try_it_blocks(readme: &str) -> Vec<Vec<Line>> {
                 }
             }
             (None, _) => {}
+        }
+        if !line.trim().is_empty() {
+            previous = line.trim();
         }
     }
     blocks
@@ -184,7 +201,8 @@ fn settled(line: &str) -> fn(&str) -> bool {
 #[test]
 fn the_readme_parser_keeps_continuations_and_ends_at_the_next_section() {
     let readme = "# x\n## Try it\n\n```sh\njust a \"b c\"   # note\nx \\\n  -d '{}'\n```\n\
-                  text\n```sh\nTOKEN=1\n```\n## Next\n```sh\nnot this\n```\n";
+                  text\n```sh\nTOKEN=1\n```\n<!-- not run by integration/tests/readme.rs: why -->\n\n\
+                  ```sh\ncargo install x\n```\n## Next\n```sh\nnot this\n```\n";
     assert_eq!(
         try_it_blocks(readme),
         vec![
