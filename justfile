@@ -127,4 +127,4 @@ grpcurl *args:
 
 # Run taskctl, e.g. `just taskctl list`.
 taskctl *args:
-    cargo run -q --release -p taskctl -- "$@"
+    cargo run -q -p taskctl -- "$@"

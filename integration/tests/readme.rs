@@ -144,11 +144,11 @@ fn bash(script: &str, dir: &Path, home: &Path, homes: &Homes, server: &str) -> (
 /// developer's own home, so that the timed part runs what a second use runs.
 fn warm_up(root: &Path, homes: &Homes) {
     let status = Command::new("cargo")
-        .args(["build", "-q", "--release", "-p", "taskctl"])
+        .args(["build", "-q", "-p", "taskctl"])
         .current_dir(root)
         .status()
         .unwrap();
-    assert!(status.success(), "cargo build --release -p taskctl");
+    assert!(status.success(), "cargo build -p taskctl");
     let module = Command::new("just")
         .args(["--evaluate", "grpcurl_module"])
         .current_dir(root)
