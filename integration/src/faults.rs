@@ -34,6 +34,7 @@ use crate::apps::{App, Stack};
 use crate::client::{TaskClient, task_client};
 use crate::kafka_broker::KafkaBroker;
 use crate::postgres::{Durability, PgCluster, fresh_database};
+use crate::process::signal;
 use crate::redis_server::RedisServer;
 use crate::scheduler::Scheduler;
 use crate::sidecar::{Broker, Resources, http_get};
@@ -88,12 +89,25 @@ pub struct FaultStack {
     _scheduler: Scheduler,
     _resources: Resources,
     _config_dir: tempfile::TempDir,
+    /// task-service replica A: the load's and the counting's endpoint.
     pub task: App,
+    /// task-service replica B, on the same database with its own daprd (app id
+    /// `task-service` too). Started first, so that it leads the outbox relay and
+    /// `leader-stall` stops a replica the load does not call.
+    pub task_b: App,
     pub analytics: App,
     pub notification: App,
     pub recurring: App,
     tally: Tally,
+    /// The last `leader-stall`'s takeover: SIGSTOP until the standby led.
+    takeover: Option<Duration>,
 }
+
+/// How long `leader-stall` keeps the leader stopped: three leases.
+const STALL: Duration = Duration::from_secs(30);
+/// The documented takeover (docs/events.md, "Which replica publishes"): lease 10 s + retry
+/// 1 s + lock timeout 2 s, plus room for a busy 2-core machine.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(20);
 
 impl FaultStack {
     /// Starts everything: the broker, a state-store Redis, PostgreSQL, the Dapr scheduler,
@@ -154,6 +168,17 @@ impl FaultStack {
             ("TASKMESH_JWT_SECRET".to_owned(), SECRET.to_owned()),
             ("TASKMESH_SHUTDOWN_GRACE_SECS".to_owned(), "2".to_owned()),
         ]);
+        // Replica B first, and leading before A starts: the load calls A.
+        let task_b = blocking("task-service", task_env.clone())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !leads(&task_b) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "task-service replica B never led the relay:\n{}",
+                crate::apps::tail(&task_b.service.log())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let task = blocking("task-service", task_env)?;
         let analytics = blocking("analytics-service", vec![])?;
         let notification = blocking("notification-service", vec![])?;
@@ -174,10 +199,12 @@ impl FaultStack {
             _resources: resources,
             _config_dir: config_dir,
             task,
+            task_b,
             analytics,
             notification,
             recurring,
             tally,
+            takeover: None,
         })
     }
 
@@ -207,6 +234,7 @@ impl FaultStack {
         );
         for (name, app) in [
             ("task-service", &self.task),
+            ("task-service B", &self.task_b),
             ("analytics-service", &self.analytics),
             ("notification-service", &self.notification),
             ("recurring-service", &self.recurring),
@@ -229,6 +257,7 @@ impl FaultStack {
         let mut out = String::new();
         for (name, app) in [
             ("task-service", &self.task),
+            ("task-service B", &self.task_b),
             ("analytics-service", &self.analytics),
             ("notification-service", &self.notification),
             ("recurring-service", &self.recurring),
@@ -696,15 +725,19 @@ pub enum Fault {
     /// Every consumer aborted by its fail point in the middle of an event (after its state
     /// write or its next occurrence, before it answers the delivery), then restarted.
     ConsumerKill,
+    /// The outbox relay's leader (a task-service replica) stopped with SIGSTOP for 30 s,
+    /// then continued: the other replica must lead within the documented bound.
+    LeaderStall,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Self::BrokerKill,
         Self::PostgresRestart,
         Self::TaskServiceKill,
         Self::SubscriberSidecarKill,
         Self::ConsumerKill,
+        Self::LeaderStall,
     ];
 
     /// Whether the run raises the load just before this fault, so that it hits calls,
@@ -721,6 +754,7 @@ impl Fault {
             Self::TaskServiceKill => "task-service-kill",
             Self::SubscriberSidecarKill => "subscriber-sidecar-kill",
             Self::ConsumerKill => "consumer-kill",
+            Self::LeaderStall => "leader-stall",
         }
     }
 
@@ -799,6 +833,48 @@ impl Fault {
                         .context("restart a consumer after its fail point")?;
                 }
             }
+            Self::LeaderStall => {
+                let leader = stack.one_leader().await?;
+                let standby = 1 - leader;
+                let pid = stack
+                    .replica(leader)
+                    .service
+                    .pid()
+                    .context("the leading replica runs no process")?;
+                // A stopped process keeps its sockets (its kernel even answers TCP
+                // keepalive): only the lock's lease frees the lock. Its metrics are not
+                // read while it is stopped (the read would wait for it).
+                signal(pid, "STOP").context("SIGSTOP the leader")?;
+                let stopped = Instant::now();
+                let mut took_over = None;
+                while stopped.elapsed() < STALL {
+                    if took_over.is_none() && leads(stack.replica(standby)) {
+                        took_over = Some(stopped.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                signal(pid, "CONT").context("SIGCONT the leader")?;
+                stack.takeover = took_over;
+                tracing::info!(?took_over, "leader stalled {STALL:?}, continued");
+                let took_over = took_over.with_context(|| {
+                    format!("the standby did not lead within the {STALL:?} stall")
+                })?;
+                anyhow::ensure!(
+                    took_over <= TAKEOVER_LIMIT,
+                    "the standby led {took_over:?} after SIGSTOP (documented 13 s, allowed \
+                     {TAKEOVER_LIMIT:?})"
+                );
+                // The resumed replica finds out it lost the lock (lock timeout, 2 s): one
+                // leader again before the next fault.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while leads(stack.replica(leader)) || !leads(stack.replica(standby)) {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "the resumed leader did not step down within 10 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
         tracing::info!(fault = self.name(), "recovered");
         Ok(())
@@ -806,6 +882,28 @@ impl Fault {
 }
 
 impl FaultStack {
+    /// task-service replica `i`: 0 is A (the load's), 1 is B.
+    fn replica(&self, i: usize) -> &App {
+        if i == 0 { &self.task } else { &self.task_b }
+    }
+
+    /// Which replica leads the relay, once exactly one does (within 30 s: after a
+    /// PostgreSQL restart both may be between two tries for the lock).
+    async fn one_leader(&self) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match (leads(&self.task), leads(&self.task_b)) {
+                (true, false) => return Ok(0),
+                (false, true) => return Ok(1),
+                both => anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no single relay leader within 30 s (A, B lead: {both:?})"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn subscribers_mut(&mut self) -> [&mut App; 3] {
         [
             &mut self.analytics,
@@ -823,7 +921,16 @@ impl FaultStack {
             .collect();
         let began = Instant::now();
         let before = self.deliveries();
-        let load = Load::start(&self.endpoint(), &users, options.scripts_per_second)?;
+        // A stalled replica holds its calls: the load goes to the one that does not lead,
+        // which must take over (B leads from the start, but faults before may move it).
+        let endpoint = if fault == Fault::LeaderStall {
+            self.replica(1 - self.one_leader().await?)
+                .service
+                .endpoint()
+        } else {
+            self.endpoint()
+        };
+        let load = Load::start(&endpoint, &users, options.scripts_per_second)?;
         tokio::time::sleep(options.lead).await;
         if fault.surges() {
             // Calls, publishes and deliveries in flight at the moment of the fault.
@@ -831,6 +938,7 @@ impl FaultStack {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         let started = Instant::now();
+        self.takeover = None;
         let injected = fault.inject(self).await;
         let outage = started.elapsed();
         load.set_rate(options.scripts_per_second);
@@ -850,6 +958,7 @@ impl FaultStack {
             delivered,
             load,
             outage,
+            takeover: self.takeover.take(),
             elapsed: began.elapsed(),
         })
     }
@@ -894,6 +1003,8 @@ pub struct RunReport {
     pub load: LoadResult,
     /// From the fault's start until every process ran again.
     pub outage: Duration,
+    /// `leader-stall`: from SIGSTOP of the leader until the standby led.
+    pub takeover: Option<Duration>,
     /// The whole run: load, fault, settling and counting.
     pub elapsed: Duration,
 }
@@ -920,13 +1031,18 @@ impl RunReport {
     /// consumer.
     pub fn details(&self) -> String {
         let c = &self.counts;
+        let takeover = self
+            .takeover
+            .map(|t| format!("; takeover {:.1}s", t.as_secs_f64()))
+            .unwrap_or_default();
         format!(
-            "  load: {} scripts, {} acknowledged writes, failures by code {:?}; outage {:.1}s; \
+            "  load: {} scripts, {} acknowledged writes, failures by code {:?}; outage {:.1}s{}; \
              run {:.0}s; effects analytics={} notification={} recurring={}; unpublished={} parked={}",
             self.load.scripts,
             self.load.acked.len(),
             self.load.failures,
             self.outage.as_secs_f64(),
+            takeover,
             self.elapsed.as_secs_f64(),
             c.applied[0],
             c.applied[1],
@@ -976,6 +1092,17 @@ impl Drop for Tally {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Whether task-service replica `app` leads the outbox relay (metric
+/// `taskmesh_outbox_relay_leader`). Never call it on a stopped process: its kernel accepts
+/// the connection and the read waits for the process.
+fn leads(app: &App) -> bool {
+    app.service.metrics().lines().any(|line| {
+        line.trim().split_once(' ').is_some_and(|(key, value)| {
+            key == "taskmesh_outbox_relay_leader" && value.parse::<f64>() == Ok(1.0)
+        })
+    })
 }
 
 /// `taskmesh_events_handled_total` of topic task-events, every type and outcome.

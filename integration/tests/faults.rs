@@ -1,6 +1,8 @@
 //! The fault matrix (issue 17): the real system (task-service on PostgreSQL,
 //! notification-, recurring- and analytics-service, each with its own daprd) under steady
 //! mixed load, one fault at a time, on Redis Streams and on Kafka with SASL/SCRAM over TLS.
+//! task-service runs as two replicas on one database (the relay's leader and a standby),
+//! so that `leader-stall` can stop the leader and see the standby take over.
 //! After each fault every consumer must show exactly the effects the committed events
 //! imply: none lost, none doubled (see `taskmesh_integration::faults`).
 //!
@@ -68,6 +70,18 @@ async fn matrix(choice: BrokerChoice) {
                     "the API answered {:?} while PostgreSQL was down",
                     report.load.failures
                 ));
+            }
+        }
+        if fault == Fault::LeaderStall {
+            // The load calls the replica that was not stopped: it answers throughout.
+            if !report.load.failures.is_empty() {
+                wrong.push(format!(
+                    "the replica that was not stopped failed calls: {:?}",
+                    report.load.failures
+                ));
+            }
+            if report.takeover.is_none() {
+                wrong.push("no takeover measured".to_owned());
             }
         }
         if !wrong.is_empty() {
