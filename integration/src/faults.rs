@@ -30,7 +30,7 @@ use taskmesh_proto::tasks::v1::{
     CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, ListTasksRequest, UpdateTaskRequest,
 };
 
-use crate::apps::{App, Stack};
+use crate::apps::{App, Stack, eventually};
 use crate::client::{TaskClient, task_client};
 use crate::kafka_broker::KafkaBroker;
 use crate::postgres::{Durability, PgCluster, fresh_database};
@@ -170,15 +170,16 @@ impl FaultStack {
         ]);
         // Replica B first, and leading before A starts: the load calls A.
         let task_b = blocking("task-service", task_env.clone())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !leads(&task_b) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
+        eventually(Duration::from_secs(30), async || {
+            leads(&task_b).then_some(())
+        })
+        .await
+        .with_context(|| {
+            format!(
                 "task-service replica B never led the relay:\n{}",
                 crate::apps::tail(&task_b.service.log())
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            )
+        })?;
         let task = blocking("task-service", task_env)?;
         let analytics = blocking("analytics-service", vec![])?;
         let notification = blocking("notification-service", vec![])?;
@@ -814,14 +815,15 @@ impl Fault {
                 }
                 let deadline = Instant::now() + Duration::from_secs(90);
                 for (app, spec) in stack.subscribers_mut().into_iter().zip(&armed) {
-                    while !app.service.exited() {
-                        anyhow::ensure!(
-                            Instant::now() < deadline,
-                            "{spec} was never reached:\n{}",
-                            crate::apps::tail(&app.service.log())
-                        );
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    eventually(left, async || app.service.exited().then_some(()))
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "{spec} was never reached:\n{}",
+                                crate::apps::tail(&app.service.log())
+                            )
+                        })?;
                     anyhow::ensure!(
                         app.service.log().contains("fail point reached"),
                         "the consumer exited, but not at its fail point:\n{}",
@@ -866,14 +868,11 @@ impl Fault {
                 );
                 // The resumed replica finds out it lost the lock (lock timeout, 2 s): one
                 // leader again before the next fault.
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while leads(stack.replica(leader)) || !leads(stack.replica(standby)) {
-                    anyhow::ensure!(
-                        Instant::now() < deadline,
-                        "the resumed leader did not step down within 10 s"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                eventually(Duration::from_secs(10), async || {
+                    (!leads(stack.replica(leader)) && leads(stack.replica(standby))).then_some(())
+                })
+                .await
+                .context("the resumed leader did not step down within 10 s")?;
             }
         }
         tracing::info!(fault = self.name(), "recovered");
@@ -890,18 +889,18 @@ impl FaultStack {
     /// Which replica leads the relay, once exactly one does (within 30 s: after a
     /// PostgreSQL restart both may be between two tries for the lock).
     async fn one_leader(&self) -> anyhow::Result<usize> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(Duration::from_secs(30), async || {
             match (leads(&self.task), leads(&self.task_b)) {
-                (true, false) => return Ok(0),
-                (false, true) => return Ok(1),
-                both => anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "no single relay leader within 30 s (A, B lead: {both:?})"
-                ),
+                (true, false) => Some(0),
+                (false, true) => Some(1),
+                _ => None,
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .with_context(|| {
+            let both = (leads(&self.task), leads(&self.task_b));
+            format!("no single relay leader within 30 s (A, B lead: {both:?})")
+        })
     }
 
     fn subscribers_mut(&mut self) -> [&mut App; 3] {
