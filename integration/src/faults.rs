@@ -1097,11 +1097,7 @@ impl Drop for Tally {
 /// `taskmesh_outbox_relay_leader`). Never call it on a stopped process: its kernel accepts
 /// the connection and the read waits for the process.
 fn leads(app: &App) -> bool {
-    app.service.metrics().lines().any(|line| {
-        line.trim().split_once(' ').is_some_and(|(key, value)| {
-            key == "taskmesh_outbox_relay_leader" && value.parse::<f64>() == Ok(1.0)
-        })
-    })
+    app.service.metric("taskmesh_outbox_relay_leader") == Some(1.0)
 }
 
 /// `taskmesh_events_handled_total` of topic task-events, every type and outcome.

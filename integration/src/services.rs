@@ -126,6 +126,16 @@ impl ServiceProcess {
         let _ = stream.read_to_string(&mut text);
         text
     }
+
+    /// The value of unlabelled metric `name`, if the endpoint shows it. Never call it on a
+    /// stopped process: its kernel accepts the connection and the read waits for the
+    /// process.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|line| {
+            let (key, value) = line.trim().split_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        })
+    }
 }
 
 /// task-service's per-user rate limit lifted: tests and benchmarks call as one user far

@@ -38,14 +38,7 @@ const STEP_DOWN_BOUND: Duration = Duration::from_secs(2);
 /// One value of the replica's metrics, 0 when absent. Never call it on a stopped process:
 /// its kernel accepts the connection and the read waits for the process.
 fn metric(replica: &ServiceProcess, name: &str) -> f64 {
-    replica
-        .metrics()
-        .lines()
-        .find_map(|line| {
-            let (key, value) = line.trim().split_once(' ')?;
-            (key == name).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0)
+    replica.metric(name).unwrap_or(0.0)
 }
 
 fn leads(replica: &ServiceProcess) -> bool {

@@ -18,10 +18,7 @@ use taskmesh_proto::tasks::v1::CreateTaskRequest;
 const SECRET: &str = "replicas-secret-0123456789abcdef0123456789abcdef";
 
 fn is_leader(replica: &ServiceProcess) -> bool {
-    replica
-        .metrics()
-        .lines()
-        .any(|l| l.trim() == "taskmesh_outbox_relay_leader 1")
+    replica.metric("taskmesh_outbox_relay_leader") == Some(1.0)
 }
 
 async fn create(replica: &ServiceProcess, n: usize) -> HashSet<String> {

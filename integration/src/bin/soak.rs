@@ -182,10 +182,7 @@ fn backlog(stack: &FaultStack) -> Option<u64> {
     stack
         .task
         .service
-        .metrics()
-        .lines()
-        .find(|line| line.starts_with("taskmesh_outbox_backlog_events "))
-        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .metric("taskmesh_outbox_backlog_events")
         .map(|v| v as u64)
 }
 
