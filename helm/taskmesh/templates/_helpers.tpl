@@ -92,6 +92,14 @@ taskmesh.dev/environment: {{ .Values.environment }}
 - stats/get
 {{- end -}}
 
+{{/* The apps that subscribe to task events, each with a dead-letter topic of its own, in
+     the order the pub/sub scopes list them, as a YAML list. */}}
+{{- define "taskmesh.subscribers" -}}
+- notification-service
+- recurring-service
+- analytics-service
+{{- end -}}
+
 {{/* The dead-letter topic of one subscriber: `<topics.deadLetter>.<app id>` (what the app
      computes from TASKMESH_TOPIC_DEAD_LETTER). Called with dict root, app. */}}
 {{- define "taskmesh.deadLetterTopic" -}}
@@ -108,8 +116,11 @@ taskmesh.dev/environment: {{ .Values.environment }}
 {{- $t := .Values.topics -}}
 {{- $ids := list "task-service" "notification-service" "recurring-service" "analytics-service" "taskmesh-ops" -}}
 {{- $dl := dict -}}
-{{- range $app := list "notification-service" "recurring-service" "analytics-service" -}}
-{{- $_ := set $dl $app (include "taskmesh.deadLetterTopic" (dict "root" $ "app" $app)) -}}
+{{- $protected := list $t.taskEvents $t.reminders -}}
+{{- range $app := include "taskmesh.subscribers" . | fromYamlArray -}}
+{{- $topic := include "taskmesh.deadLetterTopic" (dict "root" $ "app" $app) -}}
+{{- $_ := set $dl $app $topic -}}
+{{- $protected = append $protected $topic -}}
 {{- end -}}
 {{- $publish := dict
       "task-service" (list $t.taskEvents)
@@ -129,7 +140,7 @@ taskmesh.dev/environment: {{ .Values.environment }}
 {{- $pub = append $pub (printf "%s=%s" $id (join "," (index $publish $id))) -}}
 {{- $sub = append $sub (printf "%s=%s" $id (join "," (index $subscribe $id))) -}}
 {{- end -}}
-protectedTopics: {{ join "," (list $t.taskEvents $t.reminders (index $dl "notification-service") (index $dl "recurring-service") (index $dl "analytics-service")) | quote }}
+protectedTopics: {{ join "," $protected | quote }}
 publishingScopes: {{ join ";" $pub | quote }}
 subscriptionScopes: {{ join ";" $sub | quote }}
 {{- end -}}
