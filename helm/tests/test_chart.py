@@ -652,6 +652,26 @@ class PubsubTopicScopes(unittest.TestCase):
                          "analytics-service=ev,dl.analytics-service;taskmesh-ops=")
         self.assertIn("three different topics", helm_fails("--set", "topics.deadLetter=task-events") or "")
 
+    def test_the_local_components_carry_the_charts_scopes_and_retries(self):
+        # dapr/ (just up, the integration tests) writes by hand what the chart renders.
+        scopes = ["protectedTopics", "publishingScopes", "subscriptionScopes"]
+        objects = render("local")
+        chart = by_kind(objects, "Component")["taskmesh-pubsub"]["spec"]["metadata"]
+        chart = {m["name"]: m.get("value") for m in chart if m["name"] in scopes}
+        for broker in ["redis", "kafka"]:
+            with open(os.path.join(ROOT, "dapr", "pubsub", broker, "pubsub.yaml")) as f:
+                local = yaml.safe_load(f)["spec"]["metadata"]
+            with self.subTest(broker=broker):
+                self.assertEqual({m["name"]: m.get("value") for m in local if m["name"] in scopes},
+                                 chart)
+        with open(os.path.join(ROOT, "dapr", "components", "resiliency.yaml")) as f:
+            local = yaml.safe_load(f)["spec"]
+        chart = by_kind(objects, "Resiliency")["taskmesh"]["spec"]
+        self.assertEqual(local["policies"]["retries"]["eventDelivery"],
+                         chart["policies"]["retries"]["eventDelivery"])
+        self.assertEqual(local["targets"]["components"]["taskmesh-pubsub"]["inbound"],
+                         chart["targets"]["components"]["taskmesh-pubsub"]["inbound"])
+
 
 class DaprMtlsIsRequired(unittest.TestCase):
     def test_prod_refuses_to_go_without(self):
