@@ -278,7 +278,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let label = output::paint(output::stderr_color(), output::RED, "error:");
+            let label = output::paint(output::color_for(std::io::stderr()), output::RED, "error:");
             match err.downcast_ref::<tonic::Status>() {
                 Some(status) => eprintln!("{label} {}", output::describe_status(status)),
                 None => eprintln!("{label} {err:#}"),
@@ -311,7 +311,7 @@ fn view(json: bool, tz: Option<&str>) -> anyhow::Result<View> {
     Ok(View {
         json,
         zone: Zone::pick(tz)?,
-        color: !json && output::stdout_color(),
+        color: !json && output::color_for(std::io::stdout()),
     })
 }
 

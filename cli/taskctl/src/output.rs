@@ -76,21 +76,13 @@ pub fn color_wanted(
     set(force) || (terminal && !dumb_term)
 }
 
-pub fn stdout_color() -> bool {
+/// Whether to colour what goes to `stream` (stdout or stderr), from the environment.
+pub fn color_for(stream: impl IsTerminal) -> bool {
     color_wanted(
         std::env::var_os("NO_COLOR").as_deref(),
         std::env::var_os("CLICOLOR_FORCE").as_deref(),
         std::env::var_os("TERM").is_some_and(|t| t == "dumb"),
-        std::io::stdout().is_terminal(),
-    )
-}
-
-pub fn stderr_color() -> bool {
-    color_wanted(
-        std::env::var_os("NO_COLOR").as_deref(),
-        std::env::var_os("CLICOLOR_FORCE").as_deref(),
-        std::env::var_os("TERM").is_some_and(|t| t == "dumb"),
-        std::io::stderr().is_terminal(),
+        stream.is_terminal(),
     )
 }
 
