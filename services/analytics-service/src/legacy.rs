@@ -46,6 +46,7 @@ struct LegacyTask {
 impl LegacyStats {
     /// The aggregate these statistics make, and every task's state (as applied `now`).
     pub fn convert(self, now: DateTime<Utc>) -> (UserStats, Vec<(Uuid, TaskState)>) {
+        let day = day_of(now);
         let tasks: Vec<(Uuid, TaskState)> = self
             .tasks
             .into_iter()
@@ -55,7 +56,7 @@ impl LegacyStats {
                     completed: task.completed,
                     deleted: task.deleted,
                     due: task.due.map(|due| due.timestamp_micros()),
-                    day: 0,
+                    day,
                 };
                 (id, state)
             })
@@ -67,11 +68,6 @@ impl LegacyStats {
             self.durations,
             now,
         );
-        let day = day_of(now);
-        let tasks = tasks
-            .into_iter()
-            .map(|(id, state)| (id, TaskState { day, ..state }))
-            .collect();
         (stats, tasks)
     }
 }

@@ -153,7 +153,7 @@ impl UserStats {
     }
 
     /// Statistics carried over from counts and task states kept elsewhere (`legacy.rs`), as
-    /// if every task had been applied `now`.
+    /// if every task had been applied `now` (so each state's `day` is `now`'s).
     pub fn restored(
         (created, completed, deleted): (u64, u64, u64),
         tasks: impl Iterator<Item = TaskState>,
@@ -170,17 +170,10 @@ impl UserStats {
             durations: durations.into_iter().skip(skip).collect(),
             ..Self::default()
         };
-        let today = day_of(now);
-        stats.roll(today);
+        stats.roll(day_of(now));
         stats.due.fold(micros(now));
         for state in tasks {
-            stats.count(
-                &TaskState {
-                    day: today,
-                    ..state
-                },
-                true,
-            );
+            stats.count(&state, true);
         }
         stats
     }
