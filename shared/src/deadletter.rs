@@ -21,14 +21,14 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::callback::Delivery;
+use crate::records::{self, Change, RecordError, Records};
 use crate::state::{Expect, StateError, StateStore, Versioned};
 
 const RECORD_PREFIX: &str = "deadletter:";
 const INDEX_KEY: &str = "deadletters:index";
-/// Writers racing on the index retry this often before giving up (the sidecar then
-/// delivers the dead letter again).
-const MAX_CONFLICTS: usize = 16;
 /// Records read per bulk read.
 const READ_CHUNK: usize = 16;
 /// Event ids longer than this are not ours and would make odd keys.
@@ -199,13 +199,18 @@ impl Index {
 /// The dead letters of one app.
 #[derive(Clone)]
 pub struct DeadLetterStore {
-    store: Arc<dyn StateStore>,
+    records: Arc<Records<dyn StateStore>>,
     limits: DeadLetterLimits,
 }
 
 impl DeadLetterStore {
     pub fn new(store: Arc<dyn StateStore>, limits: DeadLetterLimits) -> Self {
-        Self { store, limits }
+        // Conflicts are not counted on `/metrics` here: the router counts what it keeps.
+        let records = Records::new(store, Counter::default());
+        Self {
+            records: Arc::new(records),
+            limits,
+        }
     }
 
     pub fn limits(&self) -> DeadLetterLimits {
@@ -216,49 +221,28 @@ impl DeadLetterStore {
         format!("{RECORD_PREFIX}{id}")
     }
 
-    async fn read_index(&self) -> Result<(Index, Option<Versioned>), DeadLetterError> {
-        let read = self.store.get(INDEX_KEY).await?;
-        let index = match &read {
-            Some(found) => serde_json::from_slice(&found.value)
-                .map_err(|err| DeadLetterError::Corrupt(format!("{INDEX_KEY}: {err}")))?,
-            None => Index::default(),
-        };
-        Ok((index, read))
-    }
-
     /// Changes the index by `change` (which answers whether it changed anything), under
-    /// the ETag guard, pruning expired entries on the way.
+    /// the ETag guard, pruning expired entries on the way; from `seed` when the index was
+    /// read beforehand.
     async fn update_index(
         &self,
         now: DateTime<Utc>,
+        seed: Option<Option<Versioned>>,
         change: impl Fn(&mut Index) -> Result<bool, DeadLetterError>,
     ) -> Result<(), DeadLetterError> {
-        for _ in 0..MAX_CONFLICTS {
-            let (mut index, read) = self.read_index().await?;
-            let before = index.entries.len();
-            index.prune(self.limits.ttl, now);
-            let changed = change(&mut index)?;
-            if !changed && index.entries.len() == before {
-                return Ok(());
-            }
-            let body = serde_json::to_vec(&index)
-                .map_err(|err| DeadLetterError::Corrupt(err.to_string()))?;
-            match self
-                .store
-                .put_expiring(
-                    INDEX_KEY,
-                    body,
-                    Expect::from_read(read.as_ref()),
-                    Some(self.limits.ttl),
-                )
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(StateError::Conflict) => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(DeadLetterError::Contended)
+        let ttl = self.limits.ttl;
+        self.records
+            .update_seeded(INDEX_KEY, seed, |index: Option<Index>| {
+                let mut index = index.unwrap_or_default();
+                let before = index.entries.len();
+                index.prune(ttl, now);
+                match change(&mut index) {
+                    Err(err) => Change::Keep(Err(err)),
+                    Ok(false) if index.entries.len() == before => Change::Keep(Ok(())),
+                    Ok(_) => Change::WriteFor(index, Some(ttl), Ok(())),
+                }
+            })
+            .await?
     }
 
     /// Keeps `letter` (once per event id); refused when `max` are kept already.
@@ -267,7 +251,9 @@ impl DeadLetterStore {
             return Err(DeadLetterError::IdTooLong(letter.id.len()));
         }
         let now = letter.dead_lettered_at;
-        let (mut index, _) = self.read_index().await?;
+        let read = self.records.store().get(INDEX_KEY).await?;
+        let (index, _) = records::decode::<Index>(INDEX_KEY, read.clone())?;
+        let mut index = index.unwrap_or_default();
         index.prune(self.limits.ttl, now);
         if !index.contains(&letter.id) && index.entries.len() >= self.limits.max {
             return Err(DeadLetterError::Full {
@@ -277,7 +263,8 @@ impl DeadLetterStore {
         let body =
             serde_json::to_vec(letter).map_err(|err| DeadLetterError::Corrupt(err.to_string()))?;
         let kept = match self
-            .store
+            .records
+            .store()
             .put_expiring(
                 &Self::record_key(&letter.id),
                 body,
@@ -291,7 +278,8 @@ impl DeadLetterStore {
             Err(err) => return Err(err.into()),
         };
         let (id, max) = (letter.id.clone(), self.limits.max);
-        self.update_index(now, move |index| {
+        // From the index read above: re-read only if it changed since.
+        self.update_index(now, Some(read), move |index| {
             if index.contains(&id) {
                 return Ok(false);
             }
@@ -313,17 +301,13 @@ impl DeadLetterStore {
 
     /// One dead letter, if kept.
     pub async fn get(&self, id: &str) -> Result<Option<DeadLetter>, DeadLetterError> {
-        self.store
-            .get(&Self::record_key(id))
-            .await?
-            .map(|found| decode(id, &found))
-            .transpose()
+        Ok(self.records.read(&Self::record_key(id)).await?)
     }
 
     /// The ids of the kept dead letters, oldest first (from the index; a record may have
     /// expired since).
     pub async fn ids(&self, now: DateTime<Utc>) -> Result<Vec<String>, DeadLetterError> {
-        let (mut index, _) = self.read_index().await?;
+        let mut index: Index = self.records.read(INDEX_KEY).await?.unwrap_or_default();
         index.prune(self.limits.ttl, now);
         Ok(index.entries.into_iter().map(|entry| entry.id).collect())
     }
@@ -334,11 +318,11 @@ impl DeadLetterStore {
         let mut letters = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(READ_CHUNK) {
             let keys: Vec<String> = chunk.iter().map(|id| Self::record_key(id)).collect();
-            let found = self.store.get_many(&keys).await?;
-            for (id, found) in chunk.iter().zip(found) {
+            let found = self.records.prefetch(&keys).await?;
+            for (key, found) in keys.iter().zip(found) {
                 // An indexed record that expired (or was removed) is simply gone.
-                if let Some(found) = found {
-                    letters.push(decode(id, &found)?);
+                if let (Some(letter), _) = records::decode(key, found)? {
+                    letters.push(letter);
                 }
             }
         }
@@ -353,23 +337,9 @@ impl DeadLetterStore {
 
     /// Removes a dead letter (replayed, or discarded by an operator); whether it was kept.
     pub async fn remove(&self, id: &str, now: DateTime<Utc>) -> Result<bool, DeadLetterError> {
-        let key = Self::record_key(id);
-        let mut existed = false;
-        for attempt in 0..=MAX_CONFLICTS {
-            let Some(found) = self.store.get(&key).await? else {
-                break;
-            };
-            match self.store.delete(&key, Expect::Etag(found.etag)).await {
-                Ok(()) => {
-                    existed = true;
-                    break;
-                }
-                Err(StateError::Conflict) if attempt < MAX_CONFLICTS => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let existed = self.records.delete(&Self::record_key(id)).await?;
         let id = id.to_owned();
-        self.update_index(now, move |index| {
+        self.update_index(now, None, move |index| {
             let before = index.entries.len();
             index.entries.retain(|entry| entry.id != id);
             Ok(index.entries.len() != before)
@@ -386,38 +356,34 @@ impl DeadLetterStore {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), DeadLetterError> {
-        let key = Self::record_key(id);
-        for _ in 0..MAX_CONFLICTS {
-            let Some(found) = self.store.get(&key).await? else {
-                return Ok(());
-            };
-            let mut letter = decode(id, &found)?;
-            letter.reason = Some(reason.to_owned());
-            letter.replays = letter.replays.saturating_add(1);
-            letter.last_replay_at = Some(now);
-            let left = (letter.expires_at(self.limits.ttl) - now)
-                .to_std()
-                .unwrap_or_default()
-                .max(Duration::from_secs(1));
-            let body = serde_json::to_vec(&letter)
-                .map_err(|err| DeadLetterError::Corrupt(err.to_string()))?;
-            match self
-                .store
-                .put_expiring(&key, body, Expect::Etag(found.etag), Some(left))
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(StateError::Conflict) => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(DeadLetterError::Contended)
+        let ttl = self.limits.ttl;
+        self.records
+            .update(&Self::record_key(id), |letter: Option<DeadLetter>| {
+                let Some(mut letter) = letter else {
+                    return Change::Keep(());
+                };
+                letter.reason = Some(reason.to_owned());
+                letter.replays = letter.replays.saturating_add(1);
+                letter.last_replay_at = Some(now);
+                let left = (letter.expires_at(ttl) - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(Duration::from_secs(1));
+                Change::WriteFor(letter, Some(left), ())
+            })
+            .await?;
+        Ok(())
     }
 }
 
-fn decode(id: &str, found: &Versioned) -> Result<DeadLetter, DeadLetterError> {
-    serde_json::from_slice(&found.value)
-        .map_err(|err| DeadLetterError::Corrupt(format!("{RECORD_PREFIX}{id}: {err}")))
+impl From<RecordError> for DeadLetterError {
+    fn from(err: RecordError) -> Self {
+        match err {
+            RecordError::Store(err) => Self::Store(err),
+            RecordError::Corrupt { key, source } => Self::Corrupt(format!("{key}: {source}")),
+            RecordError::Contended(_) => Self::Contended,
+        }
+    }
 }
 
 #[cfg(test)]

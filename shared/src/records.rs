@@ -57,13 +57,13 @@ impl RecordMetrics {
     }
 }
 
-pub struct Records<S> {
+pub struct Records<S: ?Sized> {
     store: Arc<S>,
     /// Writes that lost a race and were tried again.
     conflicts: Counter,
 }
 
-impl<S: StateStore> Records<S> {
+impl<S: StateStore + ?Sized> Records<S> {
     pub fn new(store: Arc<S>, conflicts: Counter) -> Self {
         Self { store, conflicts }
     }
