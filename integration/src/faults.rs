@@ -541,17 +541,12 @@ impl FaultStack {
 
     /// The outbox rows of `users`' tasks: every committed event.
     async fn committed_events(&self, users: &[String]) -> anyhow::Result<Vec<Event>> {
-        let db = sea_orm::Database::connect(&self.database_url).await?;
-        let rows = db
-            .query_all_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT event_id, task_id, event_type, payload, published_at FROM outbox",
-            ))
-            .await;
-        let _ = db.close().await;
+        let rows = self
+            .query("SELECT event_id, task_id, event_type, payload, published_at FROM outbox")
+            .await?;
         let users: HashSet<&str> = users.iter().map(String::as_str).collect();
         let mut events = Vec::new();
-        for row in rows? {
+        for row in rows {
             let payload: String = row.try_get("", "payload")?;
             let published: Option<i64> = row.try_get("", "published_at")?;
             let event_type: String = row.try_get("", "event_type")?;
@@ -584,16 +579,21 @@ impl FaultStack {
     }
 
     async fn parked(&self) -> anyhow::Result<u64> {
+        let rows = self
+            .query("SELECT COUNT(*) AS n FROM outbox_parked")
+            .await?;
+        let n: i64 = rows.first().map_or(Ok(0), |r| r.try_get("", "n"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The rows of `sql` on the stack's database, over a connection of its own.
+    async fn query(&self, sql: &str) -> anyhow::Result<Vec<sea_orm::QueryResult>> {
         let db = sea_orm::Database::connect(&self.database_url).await?;
-        let row = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT COUNT(*) AS n FROM outbox_parked",
-            ))
+        let rows = db
+            .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
             .await;
         let _ = db.close().await;
-        let n: i64 = row?.map_or(Ok(0), |r| r.try_get("", "n"))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(rows?)
     }
 }
 
