@@ -27,13 +27,16 @@ pub struct PgCluster {
     server: Command,
 }
 
-/// Starts the server, its output appended to `postgres.log` in `dir`.
-fn spawn_server(mut server: Command, dir: &Path) -> anyhow::Result<Child> {
+/// Starts a process of `server`'s program and arguments in `dir`, its output appended to
+/// `postgres.log` there.
+fn spawn_server(server: &Command, dir: &Path) -> anyhow::Result<Child> {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(dir.join("postgres.log"))?;
-    server
+    Command::new(server.get_program())
+        .args(server.get_args())
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -88,44 +91,31 @@ impl PgCluster {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port()?;
-        let mut args: Vec<String> = vec!["-D".into(), data.display().to_string()];
-        args.extend(
-            [
-                "-p",
-                &port.to_string(),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                &dir.display().to_string(),
-            ]
-            .map(str::to_owned),
-        );
-        args.extend(["-c", "max_connections=300", "-c", "shared_buffers=128MB"].map(str::to_owned));
-        if durability == Durability::Fast {
-            args.extend(
-                [
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                ]
-                .map(str::to_owned),
-            );
-        }
         let mut server = run("postgres");
-        server.args(&args);
-        let child = spawn_server(server, &dir)?;
+        server
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(&dir)
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"]);
+        if durability == Durability::Fast {
+            server.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        }
+        let child = spawn_server(&server, &dir)?;
         reap_after_exit(child.id(), Some(&dir))?;
-        let mut rerun = run("postgres");
-        rerun.args(&args);
         let cluster = Self {
             child,
             dir,
             port,
             bin,
-            server: rerun,
+            server,
         };
         cluster.wait_ready()?;
         Ok(cluster)
@@ -169,8 +159,13 @@ impl PgCluster {
     /// A fast shutdown (SIGINT: sessions are cut, committed data stays), as in a restart
     /// of the server or a fail-over; waits until the server has exited.
     pub fn stop(&mut self) {
+        self.shut_down(Duration::from_secs(20));
+    }
+
+    /// SIGINT (PostgreSQL's "fast" shutdown), SIGKILL if it has not exited within `grace`.
+    fn shut_down(&mut self, grace: Duration) {
         let _ = signal(self.child.id(), "INT");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -186,9 +181,7 @@ impl PgCluster {
         if let Ok(None) = self.child.try_wait() {
             bail!("PostgreSQL is still running");
         }
-        let mut server = Command::new(self.server.get_program());
-        server.args(self.server.get_args()).current_dir(&self.dir);
-        self.child = spawn_server(server, &self.dir)?;
+        self.child = spawn_server(&self.server, &self.dir)?;
         reap_after_exit(self.child.id(), None)?;
         self.wait_ready()
     }
@@ -216,17 +209,7 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        // SIGINT is PostgreSQL's "fast" shutdown.
-        let _ = signal(self.child.id(), "INT");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shut_down(Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
