@@ -273,11 +273,6 @@ impl Daprd {
         self.process.kill();
     }
 
-    /// Whether daprd has exited on its own.
-    pub fn exited(&mut self) -> bool {
-        self.process.exited()
-    }
-
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.start()?;
         self.wait_ready()
