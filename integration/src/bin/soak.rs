@@ -130,12 +130,8 @@ impl RssWatch {
                 continue;
             };
             let each: Vec<Option<f64>> = runs.iter().map(Incarnation::growth_percent).collect();
-            let growth = each
-                .iter()
-                .flatten()
-                .copied()
-                .fold(f64::NEG_INFINITY, f64::max);
-            if growth.is_finite() && is_judged(name) {
+            let growth = each.iter().flatten().copied().reduce(f64::max);
+            if let Some(growth) = growth.filter(|_| is_judged(name)) {
                 worst = worst.max(growth);
             }
             let note = if is_judged(name) {
@@ -153,11 +149,7 @@ impl RssWatch {
                 name,
                 first.level.map_or("-".to_owned(), |(_, kib)| mb(kib)),
                 mb(last.last),
-                if growth.is_finite() {
-                    format!("{growth:+.1}%")
-                } else {
-                    "-".to_owned()
-                },
+                growth.map_or("-".to_owned(), |g| format!("{g:+.1}%")),
             ));
         }
         (out, worst)
