@@ -50,28 +50,60 @@ impl Env {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_add_list_edit_done_reopen_rm() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = HashMap::from([
+/// A development task-service on SQLite in `dir`, on a free port, with these settings
+/// besides the usual ones; not serving until [`serve`]d.
+async fn dev_app(dir: &std::path::Path, extra: &[(&str, String)]) -> Application {
+    let env: HashMap<String, String> = [
         ("APP_PORT", "0".to_owned()),
         (
             "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
         ),
         ("TASKMESH_DEV_MODE", "true".to_owned()),
         ("METRICS_PORT", "0".to_owned()),
         ("DAPR_GRPC_PORT", "1".to_owned()),
-    ]);
-    let env: HashMap<String, String> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    let app = Application::build(Config::from_env(&env).unwrap())
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Application::build(Config::from_env(&env).unwrap())
         .await
-        .unwrap();
-    let server = format!("http://{}", app.local_addr());
+        .unwrap()
+}
+
+/// Serves `app` until `stop` is sent.
+fn serve(
+    app: Application,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
+    (stop, handle)
+}
+
+/// A development task-service on SQLite, on a free port, until `stop` is sent.
+async fn dev_server(
+    dir: &std::path::Path,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let app = dev_app(dir, &[]).await;
+    let server = format!("http://{}", app.local_addr());
+    let (stop, handle) = serve(app);
+    (server, stop, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_add_list_edit_done_reopen_rm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, stop, handle) = dev_server(dir.path()).await;
 
     let env = Env {
         server,
@@ -221,31 +253,18 @@ async fn tls_on_the_public_port_and_plaintext_health_for_probes() {
 
     let dir = tempfile::tempdir().unwrap();
     let [ca, cert, key] = certificates(dir.path());
-    let env: HashMap<String, String> = [
-        ("APP_PORT", "0".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-        ),
-        ("TASKMESH_DEV_MODE", "true".to_owned()),
-        ("METRICS_PORT", "0".to_owned()),
-        ("DAPR_GRPC_PORT", "1".to_owned()),
-        ("TASKMESH_TLS_CERT", cert.display().to_string()),
-        ("TASKMESH_TLS_KEY", key.display().to_string()),
-        ("TASKMESH_HEALTH_PORT", "0".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let app = Application::build(Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
+    let app = dev_app(
+        dir.path(),
+        &[
+            ("TASKMESH_TLS_CERT", cert.display().to_string()),
+            ("TASKMESH_TLS_KEY", key.display().to_string()),
+            ("TASKMESH_HEALTH_PORT", "0".to_owned()),
+        ],
+    )
+    .await;
     let port = app.local_addr().port();
     let health_addr = app.health_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let (stop, handle) = serve(app);
 
     // Probes: plaintext gRPC health on its own port.
     let mut health = HealthClient::new(
@@ -309,27 +328,7 @@ async fn notifications_prefs_and_stats_commands_reach_the_public_api() {
     // which answer UNAVAILABLE in words a user can act on. The full path is tested with
     // real sidecars in integration/tests/security.rs.
     let dir = tempfile::tempdir().unwrap();
-    let env: HashMap<String, String> = [
-        ("APP_PORT", "0".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-        ),
-        ("TASKMESH_DEV_MODE", "true".to_owned()),
-        ("METRICS_PORT", "0".to_owned()),
-        ("DAPR_GRPC_PORT", "1".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let app = Application::build(Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let server = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let (server, stop, handle) = dev_server(dir.path()).await;
     let result = tokio::task::spawn_blocking(move || {
         let env = Env {
             server,
@@ -356,38 +355,6 @@ async fn notifications_prefs_and_stats_commands_reach_the_public_api() {
     let _ = stop.send(());
     let _ = handle.await;
     result.unwrap();
-}
-
-/// A development task-service on SQLite, on a free port, until `stop` is sent.
-async fn dev_server(
-    dir: &std::path::Path,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-) {
-    let env: HashMap<String, String> = [
-        ("APP_PORT", "0".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
-        ),
-        ("TASKMESH_DEV_MODE", "true".to_owned()),
-        ("METRICS_PORT", "0".to_owned()),
-        ("DAPR_GRPC_PORT", "1".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let app = Application::build(Config::from_env(&env).unwrap())
-        .await
-        .unwrap();
-    let server = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    (server, stop, handle)
 }
 
 // Exit codes as documented in `taskctl --help` and the README.
