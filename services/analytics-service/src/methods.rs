@@ -9,6 +9,7 @@ use taskmesh_shared::state::StateStore;
 
 use crate::consumer::{Aggregate, user_key};
 use crate::legacy::{LegacyStats, legacy_key};
+use crate::stats::UserStats;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +44,7 @@ pub(crate) fn user_id(input: serde_json::Value) -> Result<String, InvokeError> {
 impl<S: StateStore> Method for GetStats<S> {
     async fn call(&self, input: serde_json::Value) -> Result<serde_json::Value, InvokeError> {
         let user = user_id(input)?;
+        let now = chrono::Utc::now();
         let stats = match self
             .store
             .get(&user_key(&user))
@@ -50,7 +52,9 @@ impl<S: StateStore> Method for GetStats<S> {
             .map_err(|err| InvokeError::Unavailable(err.to_string()))?
         {
             Some(read) => {
-                serde_json::from_slice::<Aggregate>(&read.value).map_err(InvokeError::internal)?
+                serde_json::from_slice::<Aggregate>(&read.value)
+                    .map_err(InvokeError::internal)?
+                    .stats
             }
             // Not written since the upgrade: the old record, if any (`legacy.rs`).
             None => match self
@@ -59,17 +63,16 @@ impl<S: StateStore> Method for GetStats<S> {
                 .await
                 .map_err(|err| InvokeError::Unavailable(err.to_string()))?
             {
-                Some(read) => Aggregate::from(
+                Some(read) => {
                     serde_json::from_slice::<LegacyStats>(&read.value)
                         .map_err(InvokeError::internal)?
-                        .convert(chrono::Utc::now())
-                        .0,
-                ),
-                None => Aggregate::default(),
+                        .convert(now)
+                        .0
+                }
+                None => UserStats::default(),
             },
         };
-        serde_json::to_value(stats.stats.report(&user, chrono::Utc::now()))
-            .map_err(InvokeError::internal)
+        serde_json::to_value(stats.report(&user, now)).map_err(InvokeError::internal)
     }
 }
 
