@@ -122,11 +122,7 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
                 (record, had_job)
             }
         };
-        match self
-            .reminders
-            .sync_with(&record, had_job, Some(&prefs))
-            .await
-        {
+        match self.reminders.sync(&record, had_job, &prefs).await {
             Ok(()) => Outcome::Success,
             Err(err) => Outcome::Retry(err.to_string()),
         }

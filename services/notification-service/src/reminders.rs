@@ -120,32 +120,15 @@ impl<S: StateStore> Reminders<S> {
     }
 
     /// Schedules the job for `record`'s next reminder, or cancels it when there is none
-    /// (`had_job`: a job may exist from an earlier state). Idempotent.
-    pub async fn sync(&self, record: &TaskRecord, had_job: bool) -> Result<(), ReminderError> {
-        self.sync_with(record, had_job, None).await
-    }
-
-    /// `sync`, with the owner's preferences when the caller has them already.
-    pub async fn sync_with(
+    /// (`had_job`: a job may exist from an earlier state); `prefs` are the owner's, which
+    /// every caller has read already. Idempotent.
+    pub async fn sync(
         &self,
         record: &TaskRecord,
         had_job: bool,
-        prefs: Option<&Preferences>,
+        prefs: &Preferences,
     ) -> Result<(), ReminderError> {
-        let action = match record.due_time.filter(|_| record.active) {
-            None => None,
-            Some(_) => {
-                let lead = match prefs {
-                    Some(prefs) => prefs.lead(self.settings.default_lead),
-                    None => self
-                        .preferences(&record.owner_id)
-                        .await?
-                        .lead(self.settings.default_lead),
-                };
-                record.next_action(Utc::now(), lead)
-            }
-        };
-        match action {
+        match record.next_action(Utc::now(), prefs.lead(self.settings.default_lead)) {
             Some(action) => self.jobs.schedule(&record.job_name(), action.at).await?,
             None if had_job => self.jobs.cancel(&record.job_name()).await?,
             None => {}
@@ -206,7 +189,7 @@ impl<S: StateStore> Reminders<S> {
             })
             .inc();
         if let Some(record) = marked {
-            self.sync(&record, true).await?;
+            self.sync(&record, true, &prefs).await?;
         }
         Ok(())
     }
