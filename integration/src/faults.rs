@@ -213,6 +213,17 @@ impl FaultStack {
         self.task.service.endpoint()
     }
 
+    /// The apps, by name.
+    fn apps(&self) -> [(&'static str, &App); 5] {
+        [
+            ("task-service", &self.task),
+            ("task-service B", &self.task_b),
+            ("analytics-service", &self.analytics),
+            ("notification-service", &self.notification),
+            ("recurring-service", &self.recurring),
+        ]
+    }
+
     /// Every process of the stack that runs now, by name (for a soak's RSS report).
     pub fn pids(&self) -> Vec<(String, u32)> {
         let mut pids = vec![("postgres".to_owned(), self.pg.pid())];
@@ -233,13 +244,7 @@ impl FaultStack {
                 .and_then(KafkaBroker::pid)
                 .map(|pid| ("kafka".to_owned(), pid)),
         );
-        for (name, app) in [
-            ("task-service", &self.task),
-            ("task-service B", &self.task_b),
-            ("analytics-service", &self.analytics),
-            ("notification-service", &self.notification),
-            ("recurring-service", &self.recurring),
-        ] {
+        for (name, app) in self.apps() {
             pids.extend(app.service.pid().map(|pid| (name.to_owned(), pid)));
             pids.extend(app.sidecar.pid().map(|pid| (format!("{name} daprd"), pid)));
         }
@@ -256,13 +261,7 @@ impl FaultStack {
     /// and errors, and the last lines of it and of its sidecar.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for (name, app) in [
-            ("task-service", &self.task),
-            ("task-service B", &self.task_b),
-            ("analytics-service", &self.analytics),
-            ("notification-service", &self.notification),
-            ("recurring-service", &self.recurring),
-        ] {
+        for (name, app) in self.apps() {
             let log = app.service.log();
             let trouble: Vec<&str> = log
                 .lines()
