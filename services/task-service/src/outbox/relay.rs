@@ -638,6 +638,15 @@ mod tests {
                 .collect()
         }
 
+        /// Whether no event's refusal has been counted.
+        fn no_attempt_counted(&self) -> bool {
+            self.rows
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(e, _)| e.attempts == 0)
+        }
+
         fn parked_seqs(&self) -> Vec<i64> {
             let mut seqs: Vec<i64> = self
                 .parked
@@ -693,6 +702,14 @@ mod tests {
         store: &Arc<FakeStore>,
         publisher: &Arc<FakePublisher>,
     ) -> Relay<Arc<FakeStore>, Arc<FakePublisher>, SingleProcess> {
+        relay_led_by(store, publisher, SingleProcess)
+    }
+
+    fn relay_led_by<L: Leadership>(
+        store: &Arc<FakeStore>,
+        publisher: &Arc<FakePublisher>,
+        leadership: L,
+    ) -> Relay<Arc<FakeStore>, Arc<FakePublisher>, L> {
         let settings = OutboxSettings {
             batch_size: 3,
             backoff_min: Duration::from_millis(1),
@@ -702,7 +719,7 @@ mod tests {
         Relay::new(
             store.clone(),
             publisher.clone(),
-            SingleProcess,
+            leadership,
             Arc::new(Notify::new()),
             settings,
             OutboxMetrics::default(),
@@ -712,7 +729,7 @@ mod tests {
     /// Leads at once, proves its lead `proofs` times, then cannot any more; never leads
     /// again.
     struct Proofs {
-        left: Arc<Mutex<usize>>,
+        left: usize,
         acquired: bool,
     }
 
@@ -726,9 +743,8 @@ mod tests {
         }
 
         async fn still_leader(&mut self) -> bool {
-            let mut left = self.left.lock().unwrap();
-            let proved = *left > 0;
-            *left = left.saturating_sub(1);
+            let proved = self.left > 0;
+            self.left = self.left.saturating_sub(1);
             proved
         }
     }
@@ -738,17 +754,13 @@ mod tests {
         publisher: &Arc<FakePublisher>,
         proofs: usize,
     ) -> Relay<Arc<FakeStore>, Arc<FakePublisher>, Proofs> {
-        let plain = relay(store, publisher);
-        Relay::new(
-            store.clone(),
-            publisher.clone(),
+        relay_led_by(
+            store,
+            publisher,
             Proofs {
-                left: Arc::new(Mutex::new(proofs)),
+                left: proofs,
                 acquired: false,
             },
-            plain.wake,
-            plain.settings,
-            plain.metrics,
         )
     }
 
@@ -778,14 +790,7 @@ mod tests {
             *publisher.calls.lock().unwrap(),
             vec![vec![1, 2, 3], vec![1]]
         );
-        assert!(
-            store
-                .rows
-                .lock()
-                .unwrap()
-                .iter()
-                .all(|(e, _)| e.attempts == 0)
-        );
+        assert!(store.no_attempt_counted());
         assert_eq!(store.pending_seqs(), vec![1, 2, 3]);
     }
 
@@ -831,15 +836,7 @@ mod tests {
         assert_eq!(relay.cycle().await.unwrap(), 3);
         assert_eq!(relay.cycle().await.unwrap(), 2);
         assert!(store.pending(10).await.unwrap().is_empty());
-        assert!(
-            store
-                .rows
-                .lock()
-                .unwrap()
-                .iter()
-                .all(|(e, _)| e.attempts == 0),
-            "an outage counts no refusal"
-        );
+        assert!(store.no_attempt_counted(), "an outage counts no refusal");
     }
 
     #[tokio::test]
@@ -918,14 +915,7 @@ mod tests {
             assert!(matches!(all_bad.cycle().await, Err(CycleError::Publish(_))));
         }
         assert!(store.parked_seqs().is_empty());
-        assert!(
-            store
-                .rows
-                .lock()
-                .unwrap()
-                .iter()
-                .all(|(e, _)| e.attempts == 0)
-        );
+        assert!(store.no_attempt_counted());
         // A lone event is never singled out either.
         let store = FakeStore::with(vec![event(1, "poison")]);
         let mut alone = relay(&store, &publisher);
