@@ -289,10 +289,10 @@ impl PgAdvisoryLock {
         Ok(locked)
     }
 
-    /// Gives the lock up: closes its connection, which ends the session.
+    /// Gives the lock up: closes its connection, which ends the session (dropping `Held`
+    /// stops the keeper).
     fn step_down(&mut self) {
         if let Some(held) = self.held.take() {
-            held.keeper.abort();
             held.session.lose();
         }
     }
