@@ -15,98 +15,62 @@ const SERVICES: [&str; 5] = [
     "taskmesh.tasks.v1.TaskService",
 ];
 
+/// Through reflection version `$version` (a module of `tonic_reflection::pb`, whose types
+/// are alike but distinct), lists the services on `$channel` and asks for the file that
+/// declares TaskService; asserts that every one of `SERVICES` is listed, and yields the
+/// file descriptors.
+macro_rules! list_and_describe {
+    ($version:ident, $channel:expr) => {{
+        use $version::server_reflection_request::MessageRequest;
+        use $version::server_reflection_response::MessageResponse;
+        let version = stringify!($version);
+        let mut client = $version::server_reflection_client::ServerReflectionClient::new($channel);
+        let requests = tokio_stream::iter([
+            $version::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            },
+            $version::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(
+                    "taskmesh.tasks.v1.TaskService".into(),
+                )),
+            },
+        ]);
+        let mut answers = client
+            .server_reflection_info(requests)
+            .await
+            .unwrap()
+            .into_inner();
+        let listed = match answers.next().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|service| service.name)
+                .collect::<Vec<_>>(),
+            other => panic!("{version}: not a service list: {other:?}"),
+        };
+        let files = match answers.next().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::FileDescriptorResponse(files)) => files.file_descriptor_proto,
+            other => panic!("{version}: no file descriptor: {other:?}"),
+        };
+        for service in SERVICES {
+            assert!(
+                listed.iter().any(|name| name == service),
+                "{version} lists {listed:?}"
+            );
+        }
+        files
+    }};
+}
+
 #[tokio::test]
 async fn both_reflection_versions_list_the_api_and_describe_it() {
     let app = spawn_app(Backend::Sqlite).await;
 
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel().await);
-    let requests = tokio_stream::iter([
-        v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-                String::new(),
-            )),
-        },
-        v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(
-                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
-                    "taskmesh.tasks.v1.TaskService".into(),
-                ),
-            ),
-        },
-    ]);
-    let mut answers = client
-        .server_reflection_info(requests)
-        .await
-        .unwrap()
-        .into_inner();
-    let listed = match answers.next().await.unwrap().unwrap().message_response {
-        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => list
-            .service
-            .into_iter()
-            .map(|service| service.name)
-            .collect::<Vec<_>>(),
-        other => panic!("v1: not a service list: {other:?}"),
-    };
-    let files = match answers.next().await.unwrap().unwrap().message_response {
-        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
-            files.file_descriptor_proto
-        }
-        other => panic!("v1: no file descriptor: {other:?}"),
-    };
-    for service in SERVICES {
-        assert!(
-            listed.iter().any(|name| name == service),
-            "v1 lists {listed:?}"
-        );
-    }
+    let files = list_and_describe!(v1, app.channel().await);
     assert!(!files.is_empty());
-
-    let mut client =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel().await);
-    let requests = tokio_stream::iter([
-        v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(
-                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-            ),
-        },
-        v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(
-                v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                    "taskmesh.tasks.v1.TaskService".into(),
-                ),
-            ),
-        },
-    ]);
-    let mut answers = client
-        .server_reflection_info(requests)
-        .await
-        .unwrap()
-        .into_inner();
-    let listed = match answers.next().await.unwrap().unwrap().message_response {
-        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
-            list.service
-                .into_iter()
-                .map(|service| service.name)
-                .collect::<Vec<_>>()
-        }
-        other => panic!("v1alpha: not a service list: {other:?}"),
-    };
-    let alpha_files = match answers.next().await.unwrap().unwrap().message_response {
-        Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(
-            files,
-        )) => files.file_descriptor_proto,
-        other => panic!("v1alpha: no file descriptor: {other:?}"),
-    };
-    for service in SERVICES {
-        assert!(
-            listed.iter().any(|name| name == service),
-            "v1alpha lists {listed:?}"
-        );
-    }
+    let alpha_files = list_and_describe!(v1alpha, app.channel().await);
     assert_eq!(alpha_files, files, "both versions describe the same file");
     app.stop().await;
 }
