@@ -266,20 +266,18 @@ impl Router {
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, InvokeError> {
         let store = &dead_letters.store;
-        let ids = match target(input)? {
-            Target::One(id) => {
-                if store.get(&id).await.map_err(method_error)?.is_none() {
-                    return Err(InvokeError::NotFound(format!("no dead letter {id:?}")));
-                }
-                vec![id]
-            }
-            Target::All => store.ids(Utc::now()).await.map_err(method_error)?,
+        let (ids, one) = match target(input)? {
+            Target::One(id) => (vec![id], true),
+            Target::All => (store.ids(Utc::now()).await.map_err(method_error)?, false),
         };
         let mut results = Vec::with_capacity(ids.len());
         let (mut applied, mut failed) = (0usize, 0usize);
         // One at a time: the set may be large, and each event up to megabytes.
         for id in ids {
             let Some(letter) = store.get(&id).await.map_err(method_error)? else {
+                if one {
+                    return Err(InvokeError::NotFound(format!("no dead letter {id:?}")));
+                }
                 continue;
             };
             let span = tracing::info_span!(
