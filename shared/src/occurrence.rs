@@ -144,20 +144,34 @@ mod tests {
         })
     }
 
-    fn series(rule: &str, due: &str, tz: &str, n: usize) -> Vec<String> {
-        let tz_: Tz = tz.parse().unwrap();
+    /// `n` occurrences, each from the one before, each as `show` writes it.
+    fn walk(
+        rule: &str,
+        due: &str,
+        tz: &str,
+        n: usize,
+        show: impl Fn(DateTime<Utc>, Tz) -> String,
+    ) -> Vec<String> {
+        let zone: Tz = tz.parse().unwrap();
         let mut rule: RecurrenceRule = rule.parse().unwrap();
         let mut due = utc(due);
         let mut out = Vec::new();
         for _ in 0..n {
-            let Some(o) = next_occurrence(&rule, due, tz_) else {
+            let Some(o) = next_occurrence(&rule, due, zone) else {
                 break;
             };
-            out.push(o.due.with_timezone(&tz_).format("%Y-%m-%d").to_string());
+            out.push(show(o.due, zone));
             due = o.due;
             rule = o.rule;
         }
         out
+    }
+
+    /// Local dates of `n` occurrences.
+    fn series(rule: &str, due: &str, tz: &str, n: usize) -> Vec<String> {
+        walk(rule, due, tz, n, |due, zone| {
+            due.with_timezone(&zone).format("%Y-%m-%d").to_string()
+        })
     }
 
     #[test]
@@ -288,25 +302,15 @@ mod tests {
         assert_eq!(next.due, utc("2026-03-08T13:00:00Z"));
     }
 
-    /// Local dates and times of `n` occurrences, each from the one before.
+    /// Local dates and times, and UTC times, of `n` occurrences.
     fn local_series(rule: &str, due: &str, tz: &str, n: usize) -> Vec<String> {
-        let zone: Tz = tz.parse().unwrap();
-        let mut rule: RecurrenceRule = rule.parse().unwrap();
-        let mut due = utc(due);
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let Some(o) = next_occurrence(&rule, due, zone) else {
-                break;
-            };
-            out.push(format!(
+        walk(rule, due, tz, n, |due, zone| {
+            format!(
                 "{} {}",
-                o.due.with_timezone(&zone).format("%Y-%m-%d %a %H:%M"),
-                o.due.format("%H:%MZ")
-            ));
-            due = o.due;
-            rule = o.rule;
-        }
-        out
+                due.with_timezone(&zone).format("%Y-%m-%d %a %H:%M"),
+                due.format("%H:%MZ")
+            )
+        })
     }
 
     #[test]
