@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod bench;
 pub mod children;
 pub mod client;
 pub mod dapr_cli;

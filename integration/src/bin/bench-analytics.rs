@@ -16,33 +16,15 @@ use std::time::{Duration, Instant};
 
 use dapr::dapr::proto::common::v1::InvokeRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
-use dapr::dapr::proto::runtime::v1::{
-    BulkPublishRequest, BulkPublishRequestEntry, GetStateRequest, InvokeServiceRequest,
-};
-use taskmesh_integration::net::free_port;
+use dapr::dapr::proto::runtime::v1::{GetStateRequest, InvokeServiceRequest};
+use taskmesh_integration::bench::{bulk_publish, env_or, metric, quiet, stack};
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::services::ServiceProcess;
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
 use taskmesh_shared::events::{TaskEvent, TaskEventData, TaskEventKind, TaskSnapshot};
 use uuid::Uuid;
 
-const APP_TOKEN: &str = "bench-app-token-0123456789";
 const ROUNDS: usize = 3;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn metric(service: &ServiceProcess, name: &str) -> f64 {
-    service
-        .metrics()
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 const APPLIED: &str = "taskmesh_analytics_events_applied_total";
 const DEDUP: &str = "taskmesh_analytics_dedup_hits_total";
@@ -103,37 +85,6 @@ fn event(user: &str, task: &Task, kind: TaskEventKind, due_in_minutes: i64) -> T
     )
 }
 
-async fn publish(endpoint: &str, events: &[TaskEvent]) -> anyhow::Result<()> {
-    let mut client = DaprClient::connect(endpoint.to_owned()).await?;
-    for chunk in events.chunks(500) {
-        let entries = chunk
-            .iter()
-            .map(|e| {
-                Ok(BulkPublishRequestEntry {
-                    entry_id: e.id.clone(),
-                    event: serde_json::to_vec(e)?,
-                    content_type: "application/cloudevents+json".into(),
-                    metadata: HashMap::new(),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let response = client
-            .bulk_publish_event(BulkPublishRequest {
-                pubsub_name: "taskmesh-pubsub".into(),
-                topic: "task-events".into(),
-                entries,
-                metadata: HashMap::new(),
-            })
-            .await?
-            .into_inner();
-        anyhow::ensure!(
-            response.failed_entries.is_empty(),
-            "bulk publish refused entries"
-        );
-    }
-    Ok(())
-}
-
 /// Publishes `events` and waits until analytics-service handled them all; the elapsed time.
 async fn run(
     publisher: &str,
@@ -142,7 +93,7 @@ async fn run(
 ) -> anyhow::Result<Duration> {
     let target = handled(analytics) + events.len() as f64;
     let start = Instant::now();
-    publish(publisher, events).await?;
+    bulk_publish(publisher, "task-events", events, 500).await?;
     loop {
         let now = handled(analytics);
         if now >= target {
@@ -245,9 +196,9 @@ fn mean(values: &[f64]) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let light_n = env_or("BENCH_LIGHT_TASKS", 100);
-    let heavy_n = env_or("BENCH_HEAVY_TASKS", 100_000);
-    let m = env_or("BENCH_EVENTS", 5_000);
+    let light_n = env_or("BENCH_LIGHT_TASKS", 100usize);
+    let heavy_n = env_or("BENCH_HEAVY_TASKS", 100_000usize);
+    let m = env_or("BENCH_EVENTS", 5_000usize);
 
     let redis = RedisServer::start()?;
     let resources = Resources::new(Broker::Redis, &redis.addr(), None)?;
@@ -257,30 +208,15 @@ async fn main() -> anyhow::Result<()> {
         resources: vec![resources.path().to_owned()],
         ..DaprdOptions::default()
     })?;
-    let grpc = free_port()?;
-    let analytics = ServiceProcess::start(
-        "analytics-service",
-        vec![
-            ("DAPR_GRPC_PORT".into(), grpc.to_string()),
-            ("APP_API_TOKEN".into(), APP_TOKEN.into()),
-            ("RUST_LOG".into(), "warn".into()),
-        ],
-    )?;
-    let sidecar = Daprd::start(DaprdOptions {
-        app_id: "analytics-service".into(),
-        app_port: Some(analytics.port()),
-        grpc_port: Some(grpc),
-        resources: vec![resources.path().to_owned()],
-        app_api_token: Some(APP_TOKEN.into()),
-        ..DaprdOptions::default()
-    })?;
+    let app = stack().start("analytics-service", &resources, quiet())?;
+    let (analytics, sidecar) = (&app.service, &app.sidecar);
     let publisher = publisher.grpc_endpoint();
 
     let mut seeding = Vec::new();
     let (mut light, light_seed) = seed("light", light_n);
     let (mut heavy, heavy_seed) = seed("heavy", heavy_n);
     for (user, events) in [("light", &light_seed), ("heavy", &heavy_seed)] {
-        let took = run(&publisher, &analytics, events).await?;
+        let took = run(&publisher, analytics, events).await?;
         println!(
             "seeded {user}: {} tasks in {:.1} s ({:.0} events/s)",
             events.len(),
@@ -299,20 +235,20 @@ async fn main() -> anyhow::Result<()> {
         ] {
             let events = workload(user, tasks, m, round);
             let (conflicts, dedup, retried) = (
-                metric(&analytics, CONFLICTS),
-                metric(&analytics, DEDUP),
-                retries(&analytics),
+                metric(analytics, CONFLICTS),
+                metric(analytics, DEDUP),
+                retries(analytics),
             );
-            let took = run(&publisher, &analytics, &events).await?;
+            let took = run(&publisher, analytics, &events).await?;
             let rate = m as f64 / took.as_secs_f64();
             println!(
                 "round {}: {user} ({} tasks): {m} events in {:.2} s = {rate:.0} events/s, {} write conflicts, {} older or repeated, {} retried",
                 round + 1,
                 tasks.len(),
                 took.as_secs_f64(),
-                metric(&analytics, CONFLICTS) - conflicts,
-                metric(&analytics, DEDUP) - dedup,
-                retries(&analytics) - retried,
+                metric(analytics, CONFLICTS) - conflicts,
+                metric(analytics, DEDUP) - dedup,
+                retries(analytics) - retried,
             );
             rates.push(rate);
         }
@@ -322,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
     // completion counted except those whose event came after a newer event of its task
     // (Redis Streams does not keep order; an older event changes nothing, by design).
     let endpoint = sidecar.grpc_endpoint();
-    let older = metric(&analytics, DEDUP) as u64;
+    let older = metric(analytics, DEDUP) as u64;
     let mut verdicts = Vec::new();
     for (user, tasks) in [("light", &light), ("heavy", &heavy)] {
         let report = stats(&endpoint, user).await?;
@@ -354,22 +290,19 @@ async fn main() -> anyhow::Result<()> {
         seeding[0].as_secs_f64(),
         seeding[1].as_secs_f64()
     );
-    println!(
-        "| events/s, user with {light_n} tasks ({ROUNDS} runs of {m}) | {light_mean:.0} ({}) | |",
-        light_rates
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "| events/s, user with {heavy_n} tasks ({ROUNDS} runs of {m}) | {heavy_mean:.0} ({}) | |",
-        heavy_rates
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    for (n, average, rates) in [
+        (light_n, light_mean, &light_rates),
+        (heavy_n, heavy_mean, &heavy_rates),
+    ] {
+        println!(
+            "| events/s, user with {n} tasks ({ROUNDS} runs of {m}) | {average:.0} ({}) | |",
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
         "| ratio of the means | {ratio:.2}x | <= 1.2x: {} |",
         if ratio <= 1.2 { "met" } else { "MISSED" }
@@ -382,6 +315,6 @@ async fn main() -> anyhow::Result<()> {
             "NO"
         }
     );
-    drop((sidecar, analytics, redis));
+    drop((app, redis));
     Ok(())
 }

@@ -9,63 +9,23 @@
 //!     notification in its owner's inbox and a Jobs API reminder job), then redelivered.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
-use dapr::dapr::proto::runtime::v1::{BulkPublishRequest, BulkPublishRequestEntry};
+use taskmesh_integration::apps::Stack;
+use taskmesh_integration::bench::{bulk_publish, env_or, metric, quiet, stack};
 use taskmesh_integration::client::task_client;
-use taskmesh_integration::net::free_port;
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::services::ServiceProcess;
-use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
+use taskmesh_integration::sidecar::{Broker, Resources};
 use taskmesh_proto::tasks::v1::{
     CompleteTaskRequest, CreateTaskRequest, ListTasksRequest, StatusFilter,
 };
 use taskmesh_shared::events::{TaskEvent, TaskEventData, TaskEventKind, TaskSnapshot};
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
-const APP_TOKEN: &str = "bench-app-token-0123456789";
-
-struct App {
-    service: ServiceProcess,
-    sidecar: Daprd,
-}
-
 /// On its own topic, so that its figures are not shared with analytics-service.
 const NOTIFICATION_TOPIC: &str = "bench-notification-events";
-
-fn app(
-    name: &str,
-    resources: &Resources,
-    mut env: Vec<(String, String)>,
-    scheduler: Option<String>,
-) -> anyhow::Result<App> {
-    let grpc = free_port()?;
-    env.push(("DAPR_GRPC_PORT".into(), grpc.to_string()));
-    env.push(("APP_API_TOKEN".into(), APP_TOKEN.into()));
-    env.push(("RUST_LOG".into(), "warn".into()));
-    let service = ServiceProcess::start(name, env)?;
-    let sidecar = Daprd::start(DaprdOptions {
-        app_id: name.into(),
-        app_port: Some(service.port()),
-        grpc_port: Some(grpc),
-        resources: vec![resources.path().to_owned()],
-        app_api_token: Some(APP_TOKEN.into()),
-        scheduler,
-        ..DaprdOptions::default()
-    })?;
-    Ok(App { service, sidecar })
-}
-
-fn metric(service: &ServiceProcess, name: &str) -> f64 {
-    service
-        .metrics()
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 fn event(
     kind: TaskEventKind,
@@ -102,37 +62,6 @@ fn event(
     )
 }
 
-async fn publish(endpoint: &str, topic: &str, events: &[TaskEvent]) -> anyhow::Result<()> {
-    let mut client = DaprClient::connect(endpoint.to_owned()).await?;
-    for chunk in events.chunks(250) {
-        let entries = chunk
-            .iter()
-            .map(|e| {
-                Ok(BulkPublishRequestEntry {
-                    entry_id: e.id.clone(),
-                    event: serde_json::to_vec(e)?,
-                    content_type: "application/cloudevents+json".into(),
-                    metadata: HashMap::from([("partitionKey".into(), e.data.task.id.to_string())]),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let response = client
-            .bulk_publish_event(BulkPublishRequest {
-                pubsub_name: "taskmesh-pubsub".into(),
-                topic: topic.into(),
-                entries,
-                metadata: HashMap::new(),
-            })
-            .await?
-            .into_inner();
-        anyhow::ensure!(
-            response.failed_entries.is_empty(),
-            "bulk publish refused entries"
-        );
-    }
-    Ok(())
-}
-
 async fn wait_metric(
     service: &ServiceProcess,
     names: &[&str],
@@ -154,41 +83,27 @@ async fn wait_metric(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000usize);
+    let n = env_or("BENCH_EVENTS", 10_000usize);
     let redis = RedisServer::start()?;
     let resources = Resources::new(Broker::Redis, &redis.addr(), None)?;
     // The bench publishes to topics of its own.
     resources.open_topics()?;
     let dir = tempfile::tempdir()?;
-    let tasks = app(
-        "task-service",
-        &resources,
-        vec![
-            (
-                "DATABASE_URL".into(),
-                format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            ),
-            ("TASKMESH_JWT_SECRET".into(), SECRET.into()),
-            taskmesh_integration::services::unlimited()[0].clone(),
-            taskmesh_integration::services::unlimited()[1].clone(),
-        ],
-        None,
-    )?;
-    let analytics = app("analytics-service", &resources, vec![], None)?;
-    let recurring = app("recurring-service", &resources, vec![], None)?;
+    let stack = stack();
+    let tasks = stack.start_task_service(&resources, dir.path(), SECRET, quiet())?;
+    let analytics = stack.start("analytics-service", &resources, quiet())?;
+    let recurring = stack.start("recurring-service", &resources, quiet())?;
     let scheduler = Scheduler::start()?;
-    let notifications = app(
-        "notification-service",
-        &resources,
-        vec![(
-            "TASKMESH_TOPIC_TASK_EVENTS".into(),
-            NOTIFICATION_TOPIC.into(),
-        )],
-        Some(scheduler.addr()),
-    )?;
+    let mut env = quiet();
+    env.push((
+        "TASKMESH_TOPIC_TASK_EVENTS".into(),
+        NOTIFICATION_TOPIC.into(),
+    ));
+    let notifications = Stack {
+        scheduler: Some(scheduler.addr()),
+        ..stack
+    }
+    .start("notification-service", &resources, env)?;
     let publisher = tasks.sidecar.grpc_endpoint();
 
     // (1) analytics: n events (creations spread over 200 users), then the same again.
@@ -206,11 +121,11 @@ async fn main() -> anyhow::Result<()> {
     let applied = "taskmesh_analytics_events_applied_total";
     let dedup = "taskmesh_analytics_dedup_hits_total";
     let start = Instant::now();
-    publish(&publisher, "task-events", &events).await?;
+    bulk_publish(&publisher, "task-events", &events, 250).await?;
     wait_metric(&analytics.service, &[applied, dedup], n as f64).await?;
     let fresh_rate = n as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    publish(&publisher, "task-events", &events).await?;
+    bulk_publish(&publisher, "task-events", &events, 250).await?;
     wait_metric(&analytics.service, &[applied, dedup], 2.0 * n as f64).await?;
     let dup_rate = n as f64 / start.elapsed().as_secs_f64();
     let applied_once = metric(&analytics.service, applied);
@@ -232,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let start = Instant::now();
-    publish(&publisher, "task-events", &completions).await?;
+    bulk_publish(&publisher, "task-events", &completions, 250).await?;
     wait_metric(
         &recurring.service,
         &["taskmesh_recurring_next_occurrences_total"],
@@ -305,11 +220,11 @@ async fn main() -> anyhow::Result<()> {
     let applied = "taskmesh_notification_events_applied_total";
     let dedup = "taskmesh_notification_dedup_hits_total";
     let start = Instant::now();
-    publish(&publisher, NOTIFICATION_TOPIC, &dated).await?;
+    bulk_publish(&publisher, NOTIFICATION_TOPIC, &dated, 250).await?;
     wait_metric(&notifications.service, &[applied, dedup], n as f64).await?;
     let notify_rate = n as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    publish(&publisher, NOTIFICATION_TOPIC, &dated).await?;
+    bulk_publish(&publisher, NOTIFICATION_TOPIC, &dated, 250).await?;
     wait_metric(&notifications.service, &[applied, dedup], 2.0 * n as f64).await?;
     let notify_dup_rate = n as f64 / start.elapsed().as_secs_f64();
     let notified_once = metric(&notifications.service, applied);

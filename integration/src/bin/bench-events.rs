@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use dapr::dapr::proto::runtime::v1::PublishEventRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
+use taskmesh_integration::bench::{env_or, metric};
 use taskmesh_integration::client::task_client;
 use taskmesh_integration::kafka_broker::KafkaBroker;
 use taskmesh_integration::net::free_port;
@@ -23,13 +24,6 @@ use taskmesh_proto::tasks::v1::CreateTaskRequest;
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 const PUBSUB: &str = "taskmesh-pubsub";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Row {
     broker: &'static str,
@@ -82,14 +76,6 @@ async fn sidecar_ceiling(
     Ok(total as f64 / secs as f64)
 }
 
-fn metric(service: &ServiceProcess, name: &str) -> f64 {
-    service
-        .metrics()
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn bench(
     broker: Broker,
     redis: &RedisServer,
@@ -99,9 +85,9 @@ async fn bench(
         Broker::Redis => "redis",
         Broker::Kafka => "kafka",
     };
-    let secs = env_u64("BENCH_SECS", 10);
-    let backlog = env_u64("BENCH_BACKLOG", 20_000) as usize;
-    let rate = env_u64("BENCH_RATE", 500);
+    let secs = env_or::<u64>("BENCH_SECS", 10);
+    let backlog = env_or::<u64>("BENCH_BACKLOG", 20_000) as usize;
+    let rate = env_or::<u64>("BENCH_RATE", 500);
     let resources = Resources::new(
         broker,
         &redis.addr(),
