@@ -10,11 +10,11 @@ use async_trait::async_trait;
 
 use crate::state::{Expect, StateError, StateStore, Versioned};
 
-/// An in-memory `StateStore` with the same guard semantics, for unit tests; it can be
-/// switched "down" to exercise RETRY paths.
 /// Value and version by key.
 type Records = HashMap<String, (Vec<u8>, u64)>;
 
+/// An in-memory `StateStore` with the same guard semantics, for unit tests; it can be
+/// switched "down" to exercise RETRY paths.
 #[derive(Debug, Default)]
 pub struct MemoryStateStore {
     records: Mutex<Records>,
