@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use exit::{Class, fail};
 use output::{View, Zone};
@@ -393,30 +393,41 @@ async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer
 /// HH:MM` is wall-clock time in `tz` (the task's `--tz`, as a person reads it), else UTC.
 /// Its errors are usage errors (exit code 2).
 fn parse_time(raw: &str, tz: Option<&str>) -> anyhow::Result<Timestamp> {
-    read_time(raw, tz).map_err(|err| fail(Class::Usage, format!("{err:#}")))
+    read_time(raw, |local| match tz.filter(|tz| !tz.is_empty()) {
+        None => Ok(local.and_utc()),
+        Some(name) => {
+            let zone: chrono_tz::Tz = name
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name:?} is not an IANA time zone"))?;
+            in_zone(raw, local, zone, Some(name))
+        }
+    })
 }
 
 /// A time read in the zone times are shown in (`list --due-before`), the system's
 /// included.
 fn parse_time_in(raw: &str, zone: Zone) -> anyhow::Result<Timestamp> {
-    match zone {
-        Zone::Named(tz) => parse_time(raw, Some(tz.name())),
-        Zone::Local if DateTime::parse_from_rfc3339(raw).is_ok() => parse_time(raw, None),
-        Zone::Local => {
-            let time = wall_clock(raw)
-                .and_then(|local| {
-                    local
-                        .and_local_timezone(chrono::Local)
-                        .earliest()
-                        .with_context(|| format!("{raw} does not exist here (a clock change)"))
-                })
-                .map_err(|err| fail(Class::Usage, format!("{err:#}")))?;
-            Ok(Timestamp {
-                seconds: time.timestamp(),
-                nanos: 0,
-            })
-        }
+    read_time(raw, |local| match zone {
+        Zone::Named(tz) => in_zone(raw, local, tz, Some(tz.name())),
+        Zone::Local => in_zone(raw, local, chrono::Local, None),
+    })
+}
+
+/// `raw` as RFC 3339, else as a wall-clock time that `place` puts in its zone; its
+/// errors are usage errors.
+fn read_time(
+    raw: &str,
+    place: impl FnOnce(NaiveDateTime) -> anyhow::Result<DateTime<Utc>>,
+) -> anyhow::Result<Timestamp> {
+    let time = match DateTime::parse_from_rfc3339(raw) {
+        Ok(t) => Ok(t.with_timezone(&Utc)),
+        Err(_) => wall_clock(raw).and_then(place),
     }
+    .map_err(|err| fail(Class::Usage, format!("{err:#}")))?;
+    Ok(Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    })
 }
 
 /// `YYYY-MM-DD HH:MM` or `YYYY-MM-DD` (midnight), in no zone yet.
@@ -433,31 +444,22 @@ fn wall_clock(raw: &str) -> anyhow::Result<NaiveDateTime> {
         })
 }
 
-fn read_time(raw: &str, tz: Option<&str>) -> anyhow::Result<Timestamp> {
-    let time: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        t.with_timezone(&Utc)
-    } else {
-        let local = wall_clock(raw)?;
-        match tz.filter(|tz| !tz.is_empty()) {
-            None => local.and_utc(),
-            Some(name) => {
-                let zone: chrono_tz::Tz = name
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("{name:?} is not an IANA time zone"))?;
-                // A time in a daylight-saving gap does not exist; in the overlap, the
-                // first of the two is meant.
-                local
-                    .and_local_timezone(zone)
-                    .earliest()
-                    .with_context(|| format!("{raw} does not exist in {name} (a clock change)"))?
-                    .with_timezone(&Utc)
-            }
-        }
-    };
-    Ok(Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    })
+/// The wall-clock time `local` in `zone` (named `name`; none for the system's). A time in a
+/// daylight-saving gap does not exist; in the overlap, the first of the two is meant.
+fn in_zone<Z: TimeZone>(
+    raw: &str,
+    local: NaiveDateTime,
+    zone: Z,
+    name: Option<&str>,
+) -> anyhow::Result<DateTime<Utc>> {
+    local
+        .and_local_timezone(zone)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .with_context(|| match name {
+            Some(name) => format!("{raw} does not exist in {name} (a clock change)"),
+            None => format!("{raw} does not exist here (a clock change)"),
+        })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
