@@ -38,10 +38,10 @@ pub fn save(path: &Path, token: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    tighten(path)?;
     let mut file = open
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // Truncated and still empty: made private before the token is written.
     tighten(path)?;
     file.write_all(token.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
