@@ -463,29 +463,28 @@ fn in_zone<Z: TimeZone>(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Cmd::Login {
-        user,
-        secret,
-        hours,
-    } = &cli.command
-    {
-        let secret = secret
-            .clone()
-            .unwrap_or_else(|| taskmesh_shared::auth::DEV_SECRET.to_owned());
-        let token = taskmesh_shared::auth::mint(
-            secret.as_bytes(),
-            user,
-            Duration::from_secs(hours.saturating_mul(3600)),
-        )?;
-        let path = token::path()?;
-        token::save(&path, &token)?;
-        println!(
-            "logged in as {user} for {hours} h (token saved to {})",
-            path.display()
-        );
-        return Ok(());
-    }
     match &cli.command {
+        Cmd::Login {
+            user,
+            secret,
+            hours,
+        } => {
+            let secret = secret
+                .clone()
+                .unwrap_or_else(|| taskmesh_shared::auth::DEV_SECRET.to_owned());
+            let token = taskmesh_shared::auth::mint(
+                secret.as_bytes(),
+                user,
+                Duration::from_secs(hours.saturating_mul(3600)),
+            )?;
+            let path = token::path()?;
+            token::save(&path, &token)?;
+            println!(
+                "logged in as {user} for {hours} h (token saved to {})",
+                path.display()
+            );
+            return Ok(());
+        }
         Cmd::Completions { shell } => {
             use clap_complete::Generator;
             // What clap_complete::generate does, without its panic on a write error.
