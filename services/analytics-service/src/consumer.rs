@@ -44,7 +44,7 @@ use taskmesh_shared::callback::{Delivery, Outcome, TopicHandler};
 use taskmesh_shared::events::{TaskEventData, TaskEventKind};
 use taskmesh_shared::failpoint::{self, RECORD_WRITTEN};
 use taskmesh_shared::records::{Change, RecordError, RecordMetrics, Records, decode};
-use taskmesh_shared::state::{StateError, StateStore, Versioned};
+use taskmesh_shared::state::{Expect, StateError, StateStore, Versioned};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -215,7 +215,7 @@ impl<S: StateStore> Inner<S> {
             let (aggregate, expect) = decode::<Aggregate>(&key, store.get(&key).await?)?;
             let now = Utc::now();
             let (mut aggregate, migrated) = match aggregate {
-                Some(aggregate) => (aggregate, false),
+                Some(aggregate) => (aggregate, None),
                 None => self.migrate(user, now).await?,
             };
             let earlier = std::mem::take(&mut aggregate.pending);
@@ -301,7 +301,7 @@ impl<S: StateStore> Inner<S> {
                     state: current[id],
                 })
                 .collect();
-            if applied > 0 || !earlier.is_empty() || migrated {
+            if applied > 0 || !earlier.is_empty() || migrated.is_some() {
                 aggregate.pending = pending.clone();
                 let bytes =
                     serde_json::to_vec(&aggregate).map_err(|source| RecordError::Corrupt {
@@ -317,7 +317,11 @@ impl<S: StateStore> Inner<S> {
                     Err(err) => return Err(err.into()),
                 }
             }
-            if migrated && let Err(err) = self.records.delete(&legacy_key(user)).await {
+            // With the ETag it was read with: the old record may be megabytes, and is not
+            // read again only to be deleted.
+            if let Some(read_as) = migrated
+                && let Err(err) = store.delete(&legacy_key(user), read_as).await
+            {
                 // Never read again (the aggregate exists now); only space is lost.
                 tracing::warn!(user, error = %err, "the old statistics record stays");
             }
@@ -342,14 +346,17 @@ impl<S: StateStore> Inner<S> {
 
     /// The aggregate of a user who has none: from the record earlier versions kept
     /// (`legacy.rs`), whose tasks are written as task records first (forward only, so a
-    /// redone migration changes nothing), or empty. `true` when migrated.
+    /// redone migration changes nothing), or empty. When migrated, the old record's ETag
+    /// as read.
     async fn migrate(
         &self,
         user: &str,
         now: chrono::DateTime<Utc>,
-    ) -> Result<(Aggregate, bool), RecordError> {
-        let Some(legacy) = self.records.read::<LegacyStats>(&legacy_key(user)).await? else {
-            return Ok((Aggregate::default(), false));
+    ) -> Result<(Aggregate, Option<Expect>), RecordError> {
+        let key = legacy_key(user);
+        let (legacy, read_as) = decode::<LegacyStats>(&key, self.records.store().get(&key).await?)?;
+        let Some(legacy) = legacy else {
+            return Ok((Aggregate::default(), None));
         };
         let (stats, tasks) = legacy.convert(now);
         tracing::info!(
@@ -364,7 +371,7 @@ impl<S: StateStore> Inner<S> {
         for chunk in states.chunks(MAX_BATCH) {
             self.write_tasks(user, chunk, &HashMap::new()).await?;
         }
-        Ok((Aggregate::from(stats), true))
+        Ok((Aggregate::from(stats), Some(read_as)))
     }
 
     /// Writes each task record forward to its pending state (never back), concurrently.
