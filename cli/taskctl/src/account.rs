@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::Bearer;
 use crate::exit::{Class, fail};
-use crate::output::View;
+use crate::output::{self, View};
 
 type Authed = InterceptedService<Channel, Bearer>;
 
@@ -131,9 +131,7 @@ pub async fn notifications(
         let mark = if n.read { " " } else { "*" };
         println!(
             "{mark} {}  {:<16}  {}  ({})",
-            n.create_time
-                .as_ref()
-                .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            output::time(n.create_time.as_ref())
                 .map(|t| view.zone.show(t, false))
                 .unwrap_or_default(),
             kind_name(n.kind()),

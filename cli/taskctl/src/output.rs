@@ -100,7 +100,7 @@ pub fn paint(on: bool, style: &str, text: &str) -> String {
     }
 }
 
-fn time(ts: Option<&Timestamp>) -> Option<DateTime<Utc>> {
+pub fn time(ts: Option<&Timestamp>) -> Option<DateTime<Utc>> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
 }
 
