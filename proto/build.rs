@@ -21,5 +21,15 @@ fn main() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         .compile_well_known_types(false)
         .compile_fds(descriptors)?;
+
+    // Dapr's AppCallback services, for the subscribers' reflection only: their Rust types
+    // come from the dapr crate, which ships no descriptor set (see proto/dapr/README.md).
+    let app_callback = "dapr/proto/runtime/v1/appcallback.proto";
+    println!("cargo:rerun-if-changed={app_callback}");
+    println!("cargo:rerun-if-changed=dapr/proto/common/v1/common.proto");
+    std::fs::write(
+        out_dir.join("dapr_app_callback_descriptor.bin"),
+        prost::Message::encode_to_vec(&protox::compile([app_callback], ["."])?),
+    )?;
     Ok(())
 }

@@ -24,3 +24,10 @@ pub mod analytics {
 /// Every Taskmesh file descriptor, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/taskmesh_descriptor.bin"));
+
+/// Dapr's AppCallback, AppCallbackHealthCheck and AppCallbackAlpha services (v1.18.1, with
+/// their imports), for the subscribers' gRPC server reflection.
+pub const DAPR_APP_CALLBACK_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/dapr_app_callback_descriptor.bin"
+));

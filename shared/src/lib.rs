@@ -18,6 +18,7 @@ pub mod net;
 pub mod occurrence;
 pub mod records;
 pub mod recurrence;
+pub mod reflection;
 pub mod shutdown;
 pub mod sidecar;
 pub mod state;

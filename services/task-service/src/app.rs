@@ -272,16 +272,12 @@ impl Application {
         health.set_serving::<TaskServiceServer<TaskApi>>().await;
         // Both versions: grpcurl speaks v1, while other clients (grpcio-reflection, the
         // official Python one) still speak only v1alpha.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(taskmesh_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection = reflection()
-            .build_v1()
-            .and_then(|v1| Ok((v1, reflection().build_v1alpha()?)));
+        let reflection = taskmesh_shared::reflection::of(&[
+            taskmesh_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]);
         let (reflection, reflection_v1alpha) = match reflection {
-            Ok(services) => services,
+            Ok(reflection) => (reflection.v1, reflection.v1alpha),
             Err(err) => {
                 tracing::error!(%err, "reflection is unavailable");
                 return Ok(());

@@ -21,6 +21,7 @@ use crate::auth::callers::TrustedCallers;
 use crate::config::{self, ConfigError, Source};
 use crate::grpc_metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::metrics::MetricsServer;
+use crate::reflection;
 use crate::sidecar::SidecarConfig;
 use crate::telemetry::TelemetryConfig;
 
@@ -76,29 +77,29 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// What a subscriber serves: the AppCallback services (the dapr crate ships no
-/// descriptor set for them) and gRPC health.
+/// The descriptors of what a subscriber serves: Dapr's AppCallback services (vendored in
+/// taskmesh-proto: the dapr crate ships no descriptor set), gRPC health and reflection.
+const DESCRIPTOR_SETS: [&[u8]; 2] = [
+    taskmesh_proto::DAPR_APP_CALLBACK_FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+];
+
+/// The services a subscriber serves (its files also declare AppCallbackAlpha, which it
+/// does not), listed by reflection.
+const SERVED: [&str; 3] = [
+    "dapr.proto.runtime.v1.AppCallback",
+    "dapr.proto.runtime.v1.AppCallbackHealthCheck",
+    "grpc.health.v1.Health",
+];
+
 fn app_callback_methods() -> KnownMethods {
-    const APP_CALLBACK: &str = "/dapr.proto.runtime.v1.AppCallback";
-    KnownMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET])
-        .unwrap_or_default()
-        .with(
-            [
-                "OnInvoke",
-                "ListTopicSubscriptions",
-                "OnTopicEvent",
-                "ListInputBindings",
-                "OnBindingEvent",
-                "OnBulkTopicEvent",
-                "OnJobEvent",
-            ]
-            .map(|m| format!("{APP_CALLBACK}/{m}")),
-        )
-        .with([
-            "/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck",
-            "/dapr.proto.runtime.v1.AppCallbackAlpha/OnBulkTopicEventAlpha1",
-            "/dapr.proto.runtime.v1.AppCallbackAlpha/OnJobEventAlpha1",
-        ])
+    KnownMethods::from_descriptor_sets(&[
+        DESCRIPTOR_SETS[0],
+        DESCRIPTOR_SETS[1],
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+    .unwrap_or_default()
 }
 
 /// A bound AppCallback server.
@@ -179,9 +180,21 @@ impl CallbackServer {
                 .await;
             let _ = draining_tx.send(());
         };
+        // Reflection is a convenience for tools (grpcurl, grpcio-reflection): without it,
+        // which only a broken descriptor set causes, the subscriber still serves.
+        let (reflection, reflection_v1alpha) = match reflection::listing(&DESCRIPTOR_SETS, &SERVED)
+        {
+            Ok(reflection) => (Some(reflection.v1), Some(reflection.v1alpha)),
+            Err(err) => {
+                tracing::error!(%err, "reflection is unavailable");
+                (None, None)
+            }
+        };
         let server = Server::builder()
             .layer(self.grpc_metrics)
             .add_service(health_service)
+            .add_optional_service(reflection)
+            .add_optional_service(reflection_v1alpha)
             .add_service(AppCallbackHealthCheckServer::new(AlwaysHealthy))
             .add_service(AppCallbackServer::new(self.router))
             .serve_with_incoming_shutdown(crate::net::incoming(self.listener), signal);

@@ -523,3 +523,131 @@ async fn dead_letters_are_listed_a_page_at_a_time() {
     .await;
     assert_eq!(discarded["discarded"], 5);
 }
+
+/// Through reflection version `$version` (a module of `tonic_reflection::pb`, whose types
+/// are alike but distinct) on `$channel`: the services listed, and each file a client
+/// fetches to describe AppCallback (the file declaring it, then its imports by name).
+macro_rules! reflect {
+    ($version:ident, $channel:expr) => {{
+        use prost::Message as _;
+        use tokio_stream::StreamExt as _;
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let mut client = ServerReflectionClient::new($channel);
+        let mut ask = async |request: MessageRequest| {
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(request),
+            };
+            let mut answers = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            answers.next().await.unwrap().unwrap().message_response
+        };
+        let listed = match ask(MessageRequest::ListServices(String::new())).await {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+                names.sort();
+                names
+            }
+            other => panic!("{}: not a service list: {other:?}", stringify!($version)),
+        };
+        let mut files = Vec::new();
+        let mut wanted = vec![MessageRequest::FileContainingSymbol(
+            "dapr.proto.runtime.v1.AppCallback".into(),
+        )];
+        while let Some(request) = wanted.pop() {
+            let described = match ask(request).await {
+                Some(MessageResponse::FileDescriptorResponse(described)) => described,
+                other => panic!("{}: no file descriptor: {other:?}", stringify!($version)),
+            };
+            for raw in described.file_descriptor_proto {
+                let file = prost_types::FileDescriptorProto::decode(raw.as_slice()).unwrap();
+                for import in &file.dependency {
+                    let known = files
+                        .iter()
+                        .any(|f: &prost_types::FileDescriptorProto| f.name() == import);
+                    if !known {
+                        wanted.push(MessageRequest::FileByFilename(import.clone()));
+                    }
+                }
+                files.push(file);
+            }
+        }
+        (listed, files)
+    }};
+}
+
+#[tokio::test]
+async fn the_server_answers_reflection_in_both_versions_with_what_it_serves() {
+    let env: HashMap<&str, &str> = HashMap::from([("APP_PORT", "0"), ("METRICS_PORT", "0")]);
+    let config = ServiceConfig::from_env(&env, 0, 0).unwrap();
+    let server = CallbackServer::bind("reflected", &config, Router::new(), Default::default())
+        .await
+        .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let served = [
+        "dapr.proto.runtime.v1.AppCallback",
+        "dapr.proto.runtime.v1.AppCallbackHealthCheck",
+        "grpc.health.v1.Health",
+    ];
+    let (listed, files) = reflect!(v1, channel.clone());
+    let (listed_alpha, files_alpha) = reflect!(v1alpha, channel);
+    // Exactly what is served: AppCallbackAlpha, declared in the same file, is not.
+    assert_eq!(
+        listed,
+        [&served[..], &["grpc.reflection.v1.ServerReflection"]].concat()
+    );
+    assert_eq!(
+        listed_alpha,
+        [&served[..], &["grpc.reflection.v1alpha.ServerReflection"]].concat()
+    );
+    assert_eq!(files, files_alpha, "both versions describe the same files");
+    let names: Vec<_> = files.iter().map(|f| f.name()).collect();
+    assert_eq!(names[0], "dapr/proto/runtime/v1/appcallback.proto");
+    for import in [
+        "dapr/proto/common/v1/common.proto",
+        "google/protobuf/any.proto",
+        "google/protobuf/duration.proto",
+        "google/protobuf/empty.proto",
+        "google/protobuf/struct.proto",
+    ] {
+        assert!(names.contains(&import), "{import} not described: {names:?}");
+    }
+    // The methods the router implements, as the vendored file declares them.
+    let app_callback = files[0]
+        .service
+        .iter()
+        .find(|s| s.name() == "AppCallback")
+        .unwrap();
+    let methods: Vec<_> = app_callback.method.iter().map(|m| m.name()).collect();
+    assert_eq!(
+        methods,
+        [
+            "OnInvoke",
+            "ListTopicSubscriptions",
+            "OnTopicEvent",
+            "ListInputBindings",
+            "OnBindingEvent",
+            "OnBulkTopicEvent",
+            "OnJobEvent",
+        ]
+    );
+
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
