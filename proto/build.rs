@@ -6,6 +6,7 @@ use std::path::PathBuf;
 fn main() -> anyhow::Result<()> {
     let protos = [
         "taskmesh/tasks/v1/tasks.proto",
+        "taskmesh/tasks/v1/lists.proto",
         "taskmesh/notifications/v1/notifications.proto",
         "taskmesh/analytics/v1/analytics.proto",
     ];

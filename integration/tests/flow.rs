@@ -387,11 +387,16 @@ fn completion(user: &str, title: &str) -> taskmesh_shared::events::TaskEvent {
                 create_time: now - chrono::Duration::hours(1),
                 update_time: now,
                 version: 2,
+                list_id: None,
+                assignee_id: None,
             },
             changed_fields: vec!["completed".into()],
             version: 2,
             owner_id: user.into(),
             occurred_at: now,
+            actor_id: None,
+            previous_list_id: None,
+            previous_assignee_id: None,
         },
     )
 }

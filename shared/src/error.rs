@@ -80,6 +80,8 @@ pub enum ApiError {
     #[error("{0}")]
     Aborted(String),
     #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
     FailedPrecondition(String),
     /// A limit was reached; `retry_after` is sent as `google.rpc.RetryInfo` when the
     /// caller may simply try again later (a rate limit), absent when it may not (a quota).
@@ -112,6 +114,7 @@ impl ApiError {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::NotFound(_) => Code::NotFound,
             Self::Aborted(_) => Code::Aborted,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,

@@ -86,6 +86,19 @@ pub struct TaskSnapshot {
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
     pub version: i64,
+    /// The list the task is in. Absent only in events written before lists existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_id: Option<Uuid>,
+    /// The member of the list the task is assigned to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<String>,
+}
+
+impl TaskSnapshot {
+    /// Who reminders and due notifications go to: the assignee, or the creator.
+    pub fn recipient(&self) -> &str {
+        self.assignee_id.as_deref().unwrap_or(&self.owner_id)
+    }
 }
 
 /// The `data` of every `taskmesh.task.*.v1` event.
@@ -100,6 +113,16 @@ pub struct TaskEventData {
     pub version: i64,
     pub owner_id: String,
     pub occurred_at: DateTime<Utc>,
+    /// The user who made the change (absent in events written before lists existed, and
+    /// for changes no user made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+    /// The list the task was in before this change, when the change moved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_list_id: Option<Uuid>,
+    /// The assignee before this change, when the change reassigned the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_assignee_id: Option<String>,
 }
 
 /// A CloudEvents 1.0 envelope in its JSON format.
@@ -238,11 +261,16 @@ mod tests {
                 create_time: at,
                 update_time: at,
                 version: 1,
+                list_id: None,
+                assignee_id: None,
             },
             changed_fields: vec!["title".into()],
             version: 1,
             owner_id: "alice".into(),
             occurred_at: at,
+            actor_id: None,
+            previous_list_id: None,
+            previous_assignee_id: None,
         }
     }
 

@@ -240,6 +240,8 @@ fn arb_snapshot() -> impl Strategy<Value = TaskSnapshot> {
                 create_time,
                 update_time,
                 version,
+                list_id: None,
+                assignee_id: None,
             },
         )
 }
@@ -258,6 +260,9 @@ fn arb_task_data() -> impl Strategy<Value = TaskEventData> {
                 changed_fields,
                 version,
                 occurred_at,
+                actor_id: None,
+                previous_list_id: None,
+                previous_assignee_id: None,
             },
         )
 }

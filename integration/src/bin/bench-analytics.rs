@@ -76,11 +76,16 @@ fn event(user: &str, task: &Task, kind: TaskEventKind, due_in_minutes: i64) -> T
                 create_time: task.created,
                 update_time: now,
                 version: task.version,
+                list_id: None,
+                assignee_id: None,
             },
             changed_fields: vec![],
             version: task.version,
             owner_id: user.to_owned(),
             occurred_at: now,
+            actor_id: None,
+            previous_list_id: None,
+            previous_assignee_id: None,
         },
     )
 }

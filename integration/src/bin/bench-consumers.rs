@@ -53,11 +53,16 @@ fn event(
                 create_time: now,
                 update_time: now,
                 version,
+                list_id: None,
+                assignee_id: None,
             },
             changed_fields: vec![],
             version,
             owner_id: format!("user-{user}"),
             occurred_at: now,
+            actor_id: None,
+            previous_list_id: None,
+            previous_assignee_id: None,
         },
     )
 }

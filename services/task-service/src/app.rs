@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use taskmesh_proto::analytics::v1::stats_service_server::StatsServiceServer;
 use taskmesh_proto::notifications::v1::notification_service_server::NotificationServiceServer;
 use taskmesh_proto::notifications::v1::preference_service_server::PreferenceServiceServer;
+use taskmesh_proto::tasks::v1::list_service_server::ListServiceServer;
 use taskmesh_proto::tasks::v1::task_service_server::TaskServiceServer;
 use taskmesh_shared::auth::{Expectations, Jwks, JwksError, Keys, TokenVerifier};
 use taskmesh_shared::config::ConfigError;
@@ -24,7 +25,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
 use crate::api::{
-    Authenticate, Gate, InternalTrust, NotificationApi, PageTokens, RateLimiter, StatsApi, TaskApi,
+    Authenticate, Gate, InternalTrust, ListApi, NotificationApi, PageTokens, RateLimiter, StatsApi,
+    TaskApi,
 };
 use crate::config::{Config, JwtKeys, Limits};
 use crate::outbox::{
@@ -74,6 +76,7 @@ pub struct Application {
     addr: SocketAddr,
     db: Database,
     api: TaskApi,
+    lists: ListApi,
     notifications: NotificationApi,
     stats: StatsApi,
     gate: Gate,
@@ -228,6 +231,7 @@ impl Application {
             listener,
             addr,
             db,
+            lists: ListApi::new(store.clone()),
             api: TaskApi::new(store, PageTokens::new(&config.page_token_key())),
             notifications: NotificationApi::new(peers.clone()),
             stats: StatsApi::new(peers),
@@ -341,6 +345,7 @@ impl Application {
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(TaskServiceServer::new(self.api).max_decoding_message_size(max))
+            .add_service(ListServiceServer::new(self.lists).max_decoding_message_size(max))
             .add_service(
                 NotificationServiceServer::new(self.notifications.clone())
                     .max_decoding_message_size(max),

@@ -11,6 +11,9 @@ pub const TAGS_MAX: usize = 20;
 pub const TAG_MAX_CHARS: usize = 50;
 pub const REQUEST_ID_MAX_CHARS: usize = 128;
 pub const TITLE_FILTER_MAX_CHARS: usize = 200;
+pub const QUERY_MAX_CHARS: usize = 200;
+/// Users are named by their tokens' `sub`, which task-service accepts up to this length.
+pub const USER_ID_MAX_CHARS: usize = 128;
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
 pub const PAGE_SIZE_MAX: u32 = 500;
 
@@ -48,7 +51,10 @@ impl Priority {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     pub id: Uuid,
+    /// Who created the task.
     pub owner_id: String,
+    pub list_id: Uuid,
+    pub assignee_id: Option<String>,
     pub title: String,
     pub description: String,
     pub priority: Priority,
@@ -73,13 +79,19 @@ pub struct NewTask {
     pub time_zone: Option<String>,
     pub recurrence: Option<String>,
     pub request_id: Option<String>,
+    /// `None`: the creator's default list.
+    pub list_id: Option<Uuid>,
+    pub assignee_id: Option<String>,
 }
 
 impl NewTask {
-    pub fn into_task(self, owner_id: String, now: DateTime<Utc>) -> Task {
+    /// The task, in `list_id` (where the caller checked the creator may create it).
+    pub fn into_task(self, owner_id: String, list_id: Uuid, now: DateTime<Utc>) -> Task {
         Task {
             id: Uuid::now_v7(),
             owner_id,
+            list_id,
+            assignee_id: self.assignee_id,
             title: self.title,
             description: self.description,
             priority: self.priority,
@@ -105,6 +117,16 @@ pub struct TaskPatch {
     pub due_at: Option<Option<DateTime<Utc>>>,
     pub time_zone: Option<Option<String>>,
     pub recurrence: Option<Option<String>>,
+    /// Moves the task to another list.
+    pub list_id: Option<Uuid>,
+    pub assignee_id: Option<Option<String>>,
+}
+
+impl TaskPatch {
+    /// Whether the patch needs the caller's rights on a second list.
+    pub fn moves(&self, task: &Task) -> Option<Uuid> {
+        self.list_id.filter(|list| *list != task.list_id)
+    }
 }
 
 /// What a write does to an existing task.
@@ -156,6 +178,8 @@ impl Task {
                     due_at,
                     time_zone,
                     recurrence,
+                    list_id,
+                    assignee_id,
                 } = patch;
                 replace(&mut self.title, title);
                 replace(&mut self.description, description);
@@ -164,6 +188,8 @@ impl Task {
                 replace(&mut self.due_at, due_at);
                 replace(&mut self.time_zone, time_zone);
                 replace(&mut self.recurrence, recurrence);
+                replace(&mut self.list_id, list_id);
+                replace(&mut self.assignee_id, assignee_id);
                 check_cross_fields(self.recurrence.is_some(), self.due_at.is_some())?;
             }
         }
@@ -203,6 +229,8 @@ pub enum OrderBy {
     CreateTime,
     DueTime,
     Priority,
+    /// Best match of the filter's `query` first.
+    Relevance,
 }
 
 /// Where the previous page ended: the last task's sort key and id.
@@ -221,6 +249,12 @@ pub struct TaskFilter {
     pub due_before: Option<DateTime<Utc>>,
     pub due_after: Option<DateTime<Utc>>,
     pub title_contains: Option<String>,
+    /// Only this list's tasks; `None`: every list the caller sees, archived ones excepted.
+    pub list_id: Option<Uuid>,
+    /// `Some(None)`: only unassigned tasks.
+    pub assignee: Option<Option<String>>,
+    /// Free-text search over title and description.
+    pub query: Option<String>,
     pub order_by: OrderBy,
     pub descending: bool,
 }
@@ -238,6 +272,8 @@ pub fn sort_key(task: &Task, order: OrderBy) -> i64 {
         OrderBy::CreateTime => task.created_at.timestamp_micros(),
         OrderBy::DueTime => task.due_at.map_or(i64::MAX, |d| d.timestamp_micros()),
         OrderBy::Priority => i64::from(task.priority.as_i16()),
+        // Ranks are not part of the task; the store pages relevance on its own key.
+        OrderBy::Relevance => 0,
     }
 }
 
@@ -255,8 +291,10 @@ mod tests {
             time_zone: None,
             recurrence: None,
             request_id: None,
+            list_id: None,
+            assignee_id: None,
         }
-        .into_task("alice".into(), Utc::now())
+        .into_task("alice".into(), Uuid::now_v7(), Utc::now())
     }
 
     #[test]

@@ -15,12 +15,19 @@ pub fn kind(change: ChangeKind) -> TaskEventKind {
     }
 }
 
-/// The event for a creation (`before` is `None`) or a change of an existing task.
-pub fn changed(change: ChangeKind, before: Option<&Task>, after: &Task) -> TaskEvent {
+/// The event for a creation (`before` is `None`) or a change of an existing task, made by
+/// `actor`.
+pub fn changed(change: ChangeKind, before: Option<&Task>, after: &Task, actor: &str) -> TaskEvent {
     let changed_fields = match before {
         Some(before) => changed_fields(before, after),
         None => ALL_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
     };
+    let moved_from = before
+        .map(|before| before.list_id)
+        .filter(|list| *list != after.list_id);
+    let reassigned_from = before
+        .filter(|before| before.assignee_id != after.assignee_id)
+        .and_then(|before| before.assignee_id.clone());
     TaskEvent::task(
         kind(change),
         TaskEventData {
@@ -29,12 +36,15 @@ pub fn changed(change: ChangeKind, before: Option<&Task>, after: &Task) -> TaskE
             version: after.version,
             owner_id: after.owner_id.clone(),
             occurred_at: after.updated_at,
+            actor_id: Some(actor.to_owned()),
+            previous_list_id: moved_from,
+            previous_assignee_id: reassigned_from,
         },
     )
 }
 
-/// The event for a deletion: the last state of the task, one version later.
-pub fn deleted(task: &Task, now: DateTime<Utc>) -> TaskEvent {
+/// The event for a deletion by `actor`: the last state of the task, one version later.
+pub fn deleted(task: &Task, now: DateTime<Utc>, actor: &str) -> TaskEvent {
     TaskEvent::task(
         TaskEventKind::Deleted,
         TaskEventData {
@@ -43,11 +53,14 @@ pub fn deleted(task: &Task, now: DateTime<Utc>) -> TaskEvent {
             version: task.version + 1,
             owner_id: task.owner_id.clone(),
             occurred_at: now,
+            actor_id: Some(actor.to_owned()),
+            previous_list_id: None,
+            previous_assignee_id: None,
         },
     )
 }
 
-const ALL_FIELDS: [&str; 8] = [
+const ALL_FIELDS: [&str; 10] = [
     "title",
     "description",
     "priority",
@@ -56,6 +69,8 @@ const ALL_FIELDS: [&str; 8] = [
     "time_zone",
     "recurrence",
     "completed",
+    "list_id",
+    "assignee_id",
 ];
 
 fn changed_fields(before: &Task, after: &Task) -> Vec<String> {
@@ -68,6 +83,8 @@ fn changed_fields(before: &Task, after: &Task) -> Vec<String> {
         before.time_zone != after.time_zone,
         before.recurrence != after.recurrence,
         before.completed_at.is_some() != after.completed_at.is_some(),
+        before.list_id != after.list_id,
+        before.assignee_id != after.assignee_id,
     ];
     ALL_FIELDS
         .iter()
@@ -102,6 +119,8 @@ fn snapshot(task: &Task) -> TaskSnapshot {
         create_time: task.created_at,
         update_time: task.updated_at,
         version: task.version,
+        list_id: Some(task.list_id),
+        assignee_id: task.assignee_id.clone(),
     }
 }
 
@@ -122,8 +141,10 @@ mod tests {
             time_zone: None,
             recurrence: None,
             request_id: None,
+            list_id: None,
+            assignee_id: None,
         }
-        .into_task("alice".into(), crate::domain::now())
+        .into_task("alice".into(), uuid::Uuid::now_v7(), crate::domain::now())
     }
 
     #[test]
@@ -138,10 +159,12 @@ mod tests {
         after
             .apply(Change::Update(patch), crate::domain::now())
             .unwrap();
-        let event = changed(ChangeKind::Updated, Some(&before), &after);
+        let event = changed(ChangeKind::Updated, Some(&before), &after, "bob");
         assert_eq!(event.event_type, "taskmesh.task.updated.v1");
         assert_eq!(event.data.changed_fields, ["title", "priority"]);
         assert_eq!(event.data.version, 2);
+        assert_eq!(event.data.actor_id.as_deref(), Some("bob"));
+        assert_eq!(event.data.previous_list_id, None);
         assert_eq!(
             event.subject.as_deref(),
             Some(after.id.to_string().as_str())
@@ -151,7 +174,7 @@ mod tests {
     #[test]
     fn deletion_is_one_version_newer_than_the_last_state() {
         let task = task();
-        let event = deleted(&task, crate::domain::now());
+        let event = deleted(&task, crate::domain::now(), "alice");
         assert_eq!(event.data.version, task.version + 1);
         assert_eq!(event.data.task.version, task.version);
         assert!(event.data.changed_fields.is_empty());

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod lists;
 pub mod outbox;
 pub mod peers;
 pub mod store;

@@ -95,6 +95,9 @@ fn arb_filter() -> impl Strategy<Value = TaskFilter> {
                     due_before,
                     due_after,
                     title_contains,
+                    list_id: None,
+                    assignee: None,
+                    query: None,
                     order_by,
                     descending,
                 }
@@ -260,6 +263,9 @@ fn every_one_character_change_is_refused() {
         due_before: None,
         due_after: None,
         title_contains: None,
+        list_id: None,
+        assignee: None,
+        query: None,
         order_by: OrderBy::CreateTime,
         descending: false,
     };

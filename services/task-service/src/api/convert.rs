@@ -27,6 +27,8 @@ pub fn task_to_proto(task: Task) -> pb::Task {
         create_time: Some(timestamp(task.created_at)),
         update_time: Some(timestamp(task.updated_at)),
         version: task.version,
+        list_id: task.list_id.to_string(),
+        assignee_id: task.assignee_id,
     }
 }
 
@@ -59,10 +61,31 @@ fn priority(value: i32) -> Result<Option<Priority>, String> {
 }
 
 pub fn task_id(v: &mut Violations, raw: &str) -> Option<Uuid> {
-    v.take(
-        "id",
-        Uuid::try_parse(raw.trim()).map_err(|_| format!("{raw:?} is not a UUID")),
-    )
+    uuid_field(v, "id", raw)
+}
+
+pub fn uuid_field(v: &mut Violations, field: &str, raw: &str) -> Option<Uuid> {
+    v.take(field, uuid(raw))
+}
+
+fn uuid(raw: &str) -> Result<Uuid, String> {
+    Uuid::try_parse(raw.trim()).map_err(|_| format!("{raw:?} is not a UUID"))
+}
+
+/// A user named by another user (an assignee, a member): a token's `sub` as it is.
+pub fn user_id(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        Err("must not be empty".into())
+    } else if raw.chars().count() > domain::USER_ID_MAX_CHARS {
+        Err(format!(
+            "longer than {} characters",
+            domain::USER_ID_MAX_CHARS
+        ))
+    } else if raw.chars().any(char::is_control) || raw.trim() != raw {
+        Err("must not contain control characters or surrounding spaces".into())
+    } else {
+        Ok(raw.to_owned())
+    }
 }
 
 fn title(raw: &str) -> Result<String, String> {
@@ -163,7 +186,7 @@ fn clearable<T>(
     })
 }
 
-fn request_id(raw: &str) -> Result<String, String> {
+pub fn request_id(raw: &str) -> Result<String, String> {
     let id = raw.trim();
     if id.is_empty() {
         Err("must not be empty when set".into())
@@ -187,6 +210,8 @@ pub fn new_task(req: pb::CreateTaskRequest) -> Result<NewTask, ApiError> {
     let time_zone = req.time_zone.map(|z| v.take("time_zone", time_zone(&z)));
     let recurrence = req.recurrence.map(|r| v.take("recurrence", recurrence(&r)));
     let request_id = req.request_id.map(|r| v.take("request_id", request_id(&r)));
+    let list_id = req.list_id.map(|l| uuid_field(&mut v, "list_id", &l));
+    let assignee_id = req.assignee_id.map(|a| v.take("assignee_id", user_id(&a)));
     v.into_result()?;
     let task = NewTask {
         title: title.unwrap_or_default(),
@@ -197,6 +222,8 @@ pub fn new_task(req: pb::CreateTaskRequest) -> Result<NewTask, ApiError> {
         time_zone: time_zone.flatten(),
         recurrence: recurrence.flatten(),
         request_id: request_id.flatten(),
+        list_id: list_id.flatten(),
+        assignee_id: assignee_id.flatten(),
     };
     domain::check_cross_fields(task.recurrence.is_some(), task.due_at.is_some())?;
     Ok(task)
@@ -237,6 +264,8 @@ pub fn patch(req: pb::UpdateTaskRequest) -> Result<(Uuid, Option<i64>, TaskPatch
         },
         time_zone: clearable(req.time_zone, time_zone).and_then(|r| v.take("time_zone", r)),
         recurrence: clearable(req.recurrence, recurrence).and_then(|r| v.take("recurrence", r)),
+        list_id: req.list_id.and_then(|l| uuid_field(&mut v, "list_id", &l)),
+        assignee_id: clearable(req.assignee_id, user_id).and_then(|a| v.take("assignee_id", a)),
     };
     v.into_result()?;
     match id {
@@ -280,6 +309,7 @@ pub fn filter(req: &pb::ListTasksRequest) -> Result<(TaskFilter, u32), ApiError>
         Ok(pb::OrderBy::CreateTime | pb::OrderBy::Unspecified) => Some(OrderBy::CreateTime),
         Ok(pb::OrderBy::DueTime) => Some(OrderBy::DueTime),
         Ok(pb::OrderBy::Priority) => Some(OrderBy::Priority),
+        Ok(pb::OrderBy::Relevance) => Some(OrderBy::Relevance),
         Err(_) => {
             v.add("order_by", format!("{} is not an order", req.order_by));
             None
@@ -303,6 +333,40 @@ pub fn filter(req: &pb::ListTasksRequest) -> Result<(TaskFilter, u32), ApiError>
             Some(t.trim().to_owned()).filter(|t| !t.is_empty())
         }
     });
+    let list_id = req
+        .list_id
+        .as_deref()
+        .and_then(|l| uuid_field(&mut v, "list_id", l));
+    // An empty assignee asks for the unassigned tasks.
+    let assignee = req.assignee_id.as_deref().and_then(|a| {
+        if a.is_empty() {
+            Some(None)
+        } else {
+            v.take("assignee_id", user_id(a)).map(Some)
+        }
+    });
+    let query = req.query.as_deref().and_then(|q| {
+        if q.chars().count() > domain::QUERY_MAX_CHARS {
+            v.add(
+                "query",
+                format!("longer than {} characters", domain::QUERY_MAX_CHARS),
+            );
+            None
+        } else {
+            Some(q.trim().to_owned()).filter(|q| !q.is_empty())
+        }
+    });
+    // Relevance is the default order of a search, and needs one.
+    let order_by = match (order_by, &query) {
+        (Some(OrderBy::Relevance), None) => {
+            v.add("order_by", "ORDER_BY_RELEVANCE needs a query");
+            None
+        }
+        (Some(OrderBy::CreateTime), Some(_)) if req.order_by == pb::OrderBy::Unspecified as i32 => {
+            Some(OrderBy::Relevance)
+        }
+        (order, _) => order,
+    };
     let page_size = match req.page_size {
         0 => domain::PAGE_SIZE_DEFAULT,
         n if n > 0 && n.unsigned_abs() <= domain::PAGE_SIZE_MAX => n.unsigned_abs(),
@@ -322,6 +386,9 @@ pub fn filter(req: &pb::ListTasksRequest) -> Result<(TaskFilter, u32), ApiError>
         due_before,
         due_after,
         title_contains,
+        list_id,
+        assignee,
+        query,
         order_by: order_by.unwrap_or(OrderBy::CreateTime),
         descending: req.descending,
     };
@@ -353,6 +420,8 @@ mod tests {
             time_zone: Some("Mars/Olympus".into()),
             recurrence: Some("FREQ=HOURLY".into()),
             request_id: Some(String::new()),
+            list_id: Some("inbox".into()),
+            assignee_id: Some(" bob".into()),
         };
         assert_eq!(
             fields(new_task(req).unwrap_err()),
@@ -364,7 +433,9 @@ mod tests {
                 "due_time",
                 "time_zone",
                 "recurrence",
-                "request_id"
+                "request_id",
+                "list_id",
+                "assignee_id"
             ]
         );
     }

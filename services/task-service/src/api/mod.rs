@@ -5,6 +5,7 @@
 mod auth;
 mod convert;
 mod gate;
+mod lists;
 mod notifications;
 mod page_token;
 mod rate_limit;
@@ -21,6 +22,7 @@ use crate::store::TaskStore;
 
 pub use auth::{Authenticate, Caller, InternalTrust, ON_BEHALF_OF};
 pub use gate::Gate;
+pub use lists::ListApi;
 pub use notifications::NotificationApi;
 pub use page_token::PageTokens;
 pub use rate_limit::RateLimiter;
@@ -120,9 +122,9 @@ impl pb::task_service_server::TaskService for TaskApi {
         let page_len = usize::try_from(page_size).unwrap_or(usize::MAX);
         let next_page_token = if tasks.len() > page_len {
             tasks.truncate(page_len);
-            tasks.last().map(|last| {
+            tasks.last().map(|(last, key)| {
                 let cursor = domain::Cursor {
-                    key: domain::sort_key(last, query.filter.order_by),
+                    key: *key,
                     id: last.id,
                 };
                 self.page_tokens
@@ -132,7 +134,10 @@ impl pb::task_service_server::TaskService for TaskApi {
             None
         };
         Ok(Response::new(pb::ListTasksResponse {
-            tasks: tasks.into_iter().map(convert::task_to_proto).collect(),
+            tasks: tasks
+                .into_iter()
+                .map(|(task, _)| convert::task_to_proto(task))
+                .collect(),
             next_page_token: next_page_token.unwrap_or_default(),
         }))
     }
@@ -189,5 +194,17 @@ impl pb::task_service_server::TaskService for TaskApi {
         tracing::Span::current().record("task_id", tracing::field::display(id));
         self.store.delete(user.as_str(), id, expected).await?;
         Ok(Response::new(pb::DeleteTaskResponse {}))
+    }
+
+    type WatchTasksStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::WatchTasksResponse, Status>> + Send>,
+    >;
+
+    #[tracing::instrument(name = "WatchTasks", skip_all, fields(user))]
+    async fn watch_tasks(
+        &self,
+        _request: Request<pb::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        Err(Status::unimplemented("WatchTasks is not implemented yet"))
     }
 }

@@ -128,6 +128,9 @@ mod tests {
             due_before: None,
             due_after: None,
             title_contains: None,
+            list_id: None,
+            assignee: None,
+            query: None,
             order_by: OrderBy::CreateTime,
             descending: false,
         }

@@ -227,6 +227,9 @@ impl SeaOutbox {
                 created_at: Set(row.created_at),
                 published_at: Set(None),
                 attempts: Set(0),
+                // Watchers saw the change when it was first written, under this `seq`.
+                list_id: Set(None),
+                previous_list_id: Set(None),
             })
             .exec_without_returning(&txn)
             .await?;

@@ -12,12 +12,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, QueryResult, Statement};
 use taskmesh_shared::error::ApiError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::entity::{Column, Entity, Model};
+use super::entity::Model;
 use super::sea::shared_db_error;
 
 /// Lookups in one query at most (the statement cache keeps one statement per size).
@@ -42,7 +42,7 @@ const GATHER_YIELDS: usize = 4;
 type Reply = oneshot::Sender<Result<Option<Model>, Arc<DbErr>>>;
 
 struct Lookup {
-    owner: String,
+    caller: String,
     id: String,
     reply: Reply,
 }
@@ -60,11 +60,11 @@ impl ReadBatcher {
         Self { lookups }
     }
 
-    /// The row of task `id` if `owner` owns it.
-    pub async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Model>, ApiError> {
+    /// The row of task `id` if `caller` is a member of its list.
+    pub async fn get(&self, caller: &str, id: Uuid) -> Result<Option<Model>, ApiError> {
         let (reply, answer) = oneshot::channel();
         let lookup = Lookup {
-            owner: owner.to_owned(),
+            caller: caller.to_owned(),
             id: id.to_string(),
             reply,
         };
@@ -116,19 +116,24 @@ async fn answer(db: &DatabaseConnection, batch: Vec<Lookup>) {
     let mut ids: Vec<&str> = batch.iter().map(|lookup| lookup.id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let found = Entity::find()
-        .filter(Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await;
+    let mut callers: Vec<&str> = batch.iter().map(|lookup| lookup.caller.as_str()).collect();
+    callers.sort_unstable();
+    callers.dedup();
+    let found =
+        Visible::find_by_statement(visible_statement(db.get_database_backend(), &ids, &callers))
+            .all(db)
+            .await;
     match found {
         Ok(rows) => {
-            let by_id: HashMap<&str, &Model> =
-                rows.iter().map(|row| (row.id.as_str(), row)).collect();
+            let by_key: HashMap<(&str, &str), &Model> = rows
+                .iter()
+                .map(|row| ((row.task.id.as_str(), row.member_id.as_str()), &row.task))
+                .collect();
             for lookup in batch {
-                // Another user's task is not found, exactly as a missing one.
-                let row = by_id
-                    .get(lookup.id.as_str())
-                    .filter(|row| row.owner_id == lookup.owner)
+                // A task in a list the caller is not a member of is not found, exactly
+                // as a missing one.
+                let row = by_key
+                    .get(&(lookup.id.as_str(), lookup.caller.as_str()))
                     .map(|row| (*row).clone());
                 // A caller that gave up (its call was cancelled) needs no answer.
                 let _gone = lookup.reply.send(Ok(row));
@@ -141,4 +146,43 @@ async fn answer(db: &DatabaseConnection, batch: Vec<Lookup>) {
             }
         }
     }
+}
+
+/// A task with one of the batch's callers who is a member of its list.
+struct Visible {
+    task: Model,
+    member_id: String,
+}
+
+impl FromQueryResult for Visible {
+    fn from_query_result(row: &QueryResult, prefix: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            task: Model::from_query_result(row, prefix)?,
+            member_id: row.try_get(prefix, "member_id")?,
+        })
+    }
+}
+
+/// The batch's tasks joined with the batch's callers' memberships of their lists: one
+/// query, whose plan is the tasks' primary key and the members' primary key.
+fn visible_statement(backend: DbBackend, ids: &[&str], callers: &[&str]) -> Statement {
+    let placeholder = |n: usize| match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    };
+    let list = |from: usize, len: usize| {
+        (from..from + len)
+            .map(placeholder)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!(
+        "SELECT t.*, m.user_id AS member_id FROM tasks t \
+         JOIN list_members m ON m.list_id = t.list_id \
+         WHERE t.id IN ({}) AND m.user_id IN ({})",
+        list(1, ids.len()),
+        list(ids.len() + 1, callers.len()),
+    );
+    let values = ids.iter().chain(callers).map(|value| (*value).into());
+    Statement::from_sql_and_values(backend, sql, values)
 }

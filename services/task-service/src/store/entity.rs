@@ -24,6 +24,10 @@ pub struct Model {
     pub updated_at: i64,
     pub version: i64,
     pub request_id: Option<String>,
+    /// Never NULL once migrated (`m20261204_000004_lists`); nullable because SQLite cannot
+    /// add a NOT NULL column to a table with rows.
+    pub list_id: Option<String>,
+    pub assignee_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

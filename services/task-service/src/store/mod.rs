@@ -1,7 +1,10 @@
 //! Persistence: the `TaskStore` port and its sea-orm adapter (SQLite or PostgreSQL).
 
+mod access;
 mod batch;
 mod entity;
+mod list_entity;
+mod lists;
 pub mod migration;
 pub(crate) mod outbox_entity;
 pub(crate) mod outbox_parked_entity;
@@ -15,27 +18,31 @@ use taskmesh_shared::error::ApiError;
 use uuid::Uuid;
 
 use crate::domain::{Change, ListQuery, NewTask, Task};
+use crate::lists::{ListChange, ListView, Member, Role};
 
 pub use sea::SeaTaskStore;
 
-/// What the API needs from storage. Every method is scoped to one owner: another
-/// user's task is indistinguishable from a missing one.
+/// What the API needs from storage for tasks. Every method acts for one caller, who sees
+/// the tasks of the lists they are a member of: any other task is indistinguishable from
+/// a missing one. Writes need the owner or editor role, and a list that is not archived.
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
-    /// Creates a task, or returns the one an earlier call with the same request id made.
+    /// Creates a task for `caller`, its owner, or returns the one an earlier call with the
+    /// same request id made.
     async fn create(
         &self,
-        owner: &str,
+        caller: &str,
         task: NewTask,
         now: DateTime<Utc>,
     ) -> Result<Task, ApiError>;
-    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Task>, ApiError>;
-    /// Up to `page_size + 1` tasks, so the caller can tell whether another page exists.
-    async fn list(&self, owner: &str, query: &ListQuery) -> Result<Vec<Task>, ApiError>;
+    async fn get(&self, caller: &str, id: Uuid) -> Result<Option<Task>, ApiError>;
+    /// Up to `page_size + 1` tasks, each with its sort key (the page token's cursor), so
+    /// the caller can tell whether another page exists.
+    async fn list(&self, caller: &str, query: &ListQuery) -> Result<Vec<(Task, i64)>, ApiError>;
     /// Applies `change` if the task is at `expected_version` (when given).
     async fn modify(
         &self,
-        owner: &str,
+        caller: &str,
         id: Uuid,
         expected_version: Option<i64>,
         change: Change,
@@ -43,10 +50,71 @@ pub trait TaskStore: Send + Sync + 'static {
     ) -> Result<Task, ApiError>;
     async fn delete(
         &self,
-        owner: &str,
+        caller: &str,
         id: Uuid,
         expected_version: Option<i64>,
     ) -> Result<(), ApiError>;
+}
+
+/// What the API needs from storage for lists and their members. A list the caller is not
+/// a member of is indistinguishable from a missing one.
+#[async_trait]
+pub trait ListStore: Send + Sync + 'static {
+    async fn create_list(
+        &self,
+        caller: &str,
+        name: String,
+        request_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<ListView, ApiError>;
+    async fn get_list(&self, caller: &str, id: Uuid) -> Result<ListView, ApiError>;
+    /// The caller's lists, their default list first (made on first use), then by id;
+    /// up to `page_size + 1`, after `after` (a list id from the previous page).
+    async fn lists(
+        &self,
+        caller: &str,
+        include_archived: bool,
+        page_size: u32,
+        after: Option<Uuid>,
+    ) -> Result<Vec<ListView>, ApiError>;
+    async fn change_list(
+        &self,
+        caller: &str,
+        id: Uuid,
+        expected_version: Option<i64>,
+        change: ListChange,
+        now: DateTime<Utc>,
+    ) -> Result<ListView, ApiError>;
+    async fn delete_list(
+        &self,
+        caller: &str,
+        id: Uuid,
+        expected_version: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError>;
+    async fn members(&self, caller: &str, list: Uuid) -> Result<Vec<Member>, ApiError>;
+    /// Adds `user` (`Role::Editor` or `Role::Viewer`), or changes their role when
+    /// `replace` is set; ALREADY_EXISTS-like FAILED_PRECONDITION otherwise.
+    async fn put_member(
+        &self,
+        caller: &str,
+        list: Uuid,
+        user: &str,
+        role: Role,
+        replace: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Member, ApiError>;
+    /// Removes `user` (the caller themselves to leave); their assignments in the list are
+    /// cleared, each with its event.
+    async fn remove_member(
+        &self,
+        caller: &str,
+        list: Uuid,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError>;
+    /// Every list `user` is a member of, archived ones included (for watchers).
+    async fn visible_lists(&self, user: &str) -> Result<Vec<Uuid>, ApiError>;
 }
 
 /// Connection pools. SQLite allows one writer at a time, so writes go through a pool of

@@ -21,6 +21,10 @@ pub struct Model {
     /// Times the sidecar refused this event on its own while it accepted others (outages
     /// do not count): at `TASKMESH_OUTBOX_MAX_ATTEMPTS` the row moves to `outbox_parked`.
     pub attempts: i32,
+    /// The task's list after the change, and the one it left when the change moved it:
+    /// watchers (`WatchTasks`) select the changes of their lists by these.
+    pub list_id: Option<String>,
+    pub previous_list_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

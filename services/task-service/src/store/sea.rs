@@ -17,6 +17,7 @@ use taskmesh_shared::trace_context;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::access;
 use super::batch::ReadBatcher;
 use super::entity::{ActiveModel, Column, Entity, Model};
 use super::outbox_entity;
@@ -42,6 +43,9 @@ pub struct SeaTaskStore {
     owned: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
     /// The largest event the relay may send (`outbox::bulk_entry_bytes`).
     max_event_bytes: usize,
+    /// Users whose default list this process knows exists (it is never deleted), so that
+    /// only a user's first create in a process pays for making sure of it.
+    defaults_made: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl SeaTaskStore {
@@ -54,7 +58,33 @@ impl SeaTaskStore {
             max_tasks_per_owner: u64::MAX,
             owned: Arc::default(),
             max_event_bytes: usize::MAX,
+            defaults_made: Arc::default(),
         }
+    }
+
+    pub(super) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// `user`'s default list, made on first use.
+    pub(super) async fn default_list(&self, user: &str) -> Result<Uuid, ApiError> {
+        let known = self
+            .defaults_made
+            .lock()
+            .is_ok_and(|made| made.contains(user));
+        if known {
+            return Ok(crate::lists::default_list_id(user));
+        }
+        let id = access::ensure_default_list(&self.db.writer, user, micros(crate::domain::now()))
+            .await?;
+        if let Ok(mut made) = self.defaults_made.lock() {
+            // Bounded: past MAX_OWNERS_REMEMBERED everyone is made sure of again.
+            if made.len() >= MAX_OWNERS_REMEMBERED {
+                made.clear();
+            }
+            made.insert(user.to_owned());
+        }
+        Ok(id)
     }
 
     /// Refuses a change whose event would be larger than the relay may send to its
@@ -168,7 +198,11 @@ impl SeaTaskStore {
 
     /// Writes `event` into the outbox inside `txn`, so that it exists if and only if the
     /// change commits.
-    async fn record(&self, txn: &DatabaseTransaction, event: TaskEvent) -> Result<(), ApiError> {
+    pub(super) async fn record(
+        &self,
+        txn: &DatabaseTransaction,
+        event: TaskEvent,
+    ) -> Result<(), ApiError> {
         let row = outbox_row(event)?;
         // A deletion is never refused for its size: its event only repeats the task as it
         // was, and the relay still gets it out alone in its own request if the limit has
@@ -212,12 +246,14 @@ impl SeaTaskStore {
         Ok(())
     }
 
-    async fn commit(&self, txn: DatabaseTransaction) -> Result<(), ApiError> {
+    pub(super) async fn commit(&self, txn: DatabaseTransaction) -> Result<(), ApiError> {
         txn.commit().await.map_err(db_error)?;
         self.outbox_wake.notify_one();
         Ok(())
     }
 
+    /// The caller's task of this request id. A task created with it that has since moved
+    /// to a list the caller no longer sees is not theirs to be answered with.
     async fn find_by_request_id(
         &self,
         owner: &str,
@@ -247,8 +283,18 @@ impl TaskStore for SeaTaskStore {
         {
             return Ok(existing);
         }
+        let list = match new.list_id {
+            None => self.default_list(owner).await?,
+            Some(list) => {
+                access::require(&self.db.reader, list, owner)
+                    .await?
+                    .check_write(list)?;
+                list
+            }
+        };
+        access::check_assignee(&self.db.reader, list, new.assignee_id.as_deref()).await?;
         self.check_quota(owner).await?;
-        let task = new.into_task(owner.to_owned(), now);
+        let task = new.into_task(owner.to_owned(), list, now);
         let mut row = to_active(&task)?;
         row.id = Set(task.id.to_string());
         row.owner_id = Set(task.owner_id.clone());
@@ -257,7 +303,7 @@ impl TaskStore for SeaTaskStore {
         // Every column is set just above.
         let row = row.try_into_model().map_err(ApiError::internal)?;
 
-        let event = outbox_row(events::changed(ChangeKind::Created, None, &task))?;
+        let event = outbox_row(events::changed(ChangeKind::Created, None, &task, owner))?;
         self.check_event_size(&event)?;
         let inserted = self.insert_with_event(row, event).await;
         match inserted {
@@ -273,13 +319,34 @@ impl TaskStore for SeaTaskStore {
         }
     }
 
-    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Task>, ApiError> {
-        self.reads.get(owner, id).await?.map(to_task).transpose()
+    async fn get(&self, caller: &str, id: Uuid) -> Result<Option<Task>, ApiError> {
+        self.reads.get(caller, id).await?.map(to_task).transpose()
     }
 
-    async fn list(&self, owner: &str, query: &ListQuery) -> Result<Vec<Task>, ApiError> {
+    async fn list(&self, caller: &str, query: &ListQuery) -> Result<Vec<(Task, i64)>, ApiError> {
         let filter = &query.filter;
-        let mut select = Entity::find().filter(Column::OwnerId.eq(owner));
+        if filter.query.is_some() {
+            return Err(ApiError::FailedPrecondition(
+                "search is not available yet".into(),
+            ));
+        }
+        let lists = match filter.list_id {
+            Some(list) => {
+                access::require(&self.db.reader, list, caller).await?;
+                vec![list]
+            }
+            None => access::visible_lists(&self.db.reader, caller, false).await?,
+        };
+        if lists.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut select =
+            Entity::find().filter(Column::ListId.is_in(lists.iter().map(ToString::to_string)));
+        match &filter.assignee {
+            Some(Some(user)) => select = select.filter(Column::AssigneeId.eq(user.as_str())),
+            Some(None) => select = select.filter(Column::AssigneeId.is_null()),
+            None => {}
+        }
         select = match filter.status {
             StatusFilter::Open => select.filter(Column::CompletedAt.is_null()),
             StatusFilter::Completed => select.filter(Column::CompletedAt.is_not_null()),
@@ -339,45 +406,46 @@ impl TaskStore for SeaTaskStore {
             .await
             .map_err(db_error)?
             .into_iter()
-            .map(to_task)
+            .map(|row| {
+                let task = to_task(row)?;
+                let key = crate::domain::sort_key(&task, filter.order_by);
+                Ok((task, key))
+            })
             .collect()
     }
 
     async fn modify(
         &self,
-        owner: &str,
+        caller: &str,
         id: Uuid,
         expected_version: Option<i64>,
         change: Change,
         now: DateTime<Utc>,
     ) -> Result<Task, ApiError> {
         let txn = self.db.writer.begin().await.map_err(db_error)?;
-        let select = Entity::find_by_id(id.to_string()).filter(Column::OwnerId.eq(owner));
-        let row = unique(select, &txn).await?.ok_or_else(|| not_found(id))?;
-        let mut task = to_task(row)?;
+        let mut task = writable(&txn, caller, id).await?;
         check_version(id, expected_version, task.version)?;
-        let read_version = task.version;
+        if let Change::Update(patch) = &change {
+            if let Some(target) = patch.moves(&task) {
+                access::require(&txn, target, caller)
+                    .await?
+                    .check_write(target)?;
+            }
+            let list = patch.list_id.unwrap_or(task.list_id);
+            let assignee = match &patch.assignee_id {
+                Some(assignee) => assignee.as_deref(),
+                None => task.assignee_id.as_deref(),
+            };
+            if patch.assignee_id.is_some() || patch.moves(&task).is_some() {
+                access::check_assignee(&txn, list, assignee).await?;
+            }
+        }
         let before = task.clone();
         let kind = change.kind();
         if !task.apply(change, now)? {
             return Ok(task);
         }
-        // The version guard turns a concurrent writer's commit into ABORTED for us,
-        // without holding a lock between the read and the write.
-        let updated = Entity::update_many()
-            .set(to_active(&task)?)
-            .filter(Column::Id.eq(id.to_string()))
-            .filter(Column::OwnerId.eq(owner))
-            .filter(Column::Version.eq(read_version))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        if updated.rows_affected == 0 {
-            return Err(ApiError::Aborted(format!(
-                "task {id} was changed concurrently; read it again and retry"
-            )));
-        }
-        self.record(&txn, events::changed(kind, Some(&before), &task))
+        self.write_change(&txn, &before, &task, kind, caller)
             .await?;
         self.commit(txn).await?;
         Ok(task)
@@ -385,36 +453,124 @@ impl TaskStore for SeaTaskStore {
 
     async fn delete(
         &self,
-        owner: &str,
+        caller: &str,
         id: Uuid,
         expected_version: Option<i64>,
     ) -> Result<(), ApiError> {
         let txn = self.db.writer.begin().await.map_err(db_error)?;
-        let select = Entity::find_by_id(id.to_string()).filter(Column::OwnerId.eq(owner));
-        let row = unique(select, &txn).await?.ok_or_else(|| not_found(id))?;
-        let task = to_task(row)?;
+        let task = writable(&txn, caller, id).await?;
         check_version(id, expected_version, task.version)?;
-        let deleted = Entity::delete_many()
+        self.delete_in(&txn, &task, caller).await?;
+        self.commit(txn).await
+    }
+}
+
+impl SeaTaskStore {
+    /// Writes `after` over `before` (if no one else changed it since) and its event.
+    pub(super) async fn write_change(
+        &self,
+        txn: &DatabaseTransaction,
+        before: &Task,
+        after: &Task,
+        kind: ChangeKind,
+        actor: &str,
+    ) -> Result<(), ApiError> {
+        let id = after.id;
+        // The version guard turns a concurrent writer's commit into ABORTED for us,
+        // without holding a lock between the read and the write.
+        let updated = Entity::update_many()
+            .set(to_active(after)?)
             .filter(Column::Id.eq(id.to_string()))
+            .filter(Column::Version.eq(before.version))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Err(concurrent(id));
+        }
+        self.record(txn, events::changed(kind, Some(before), after, actor))
+            .await
+    }
+
+    /// Deletes `task` (if no one else changed it since) and writes its event.
+    pub(super) async fn delete_in(
+        &self,
+        txn: &DatabaseTransaction,
+        task: &Task,
+        actor: &str,
+    ) -> Result<(), ApiError> {
+        let deleted = Entity::delete_many()
+            .filter(Column::Id.eq(task.id.to_string()))
             .filter(Column::Version.eq(task.version))
-            .exec(&txn)
+            .exec(txn)
             .await
             .map_err(db_error)?;
         if deleted.rows_affected == 0 {
-            return Err(ApiError::Aborted(format!(
-                "task {id} was changed concurrently; read it again and retry"
-            )));
+            return Err(concurrent(task.id));
         }
-        self.record(&txn, events::deleted(&task, crate::domain::now()))
-            .await?;
-        self.commit(txn).await
+        self.record(txn, events::deleted(task, crate::domain::now(), actor))
+            .await
     }
+}
+
+/// Task `id` for a caller about to change it: NOT_FOUND unless they are a member of its
+/// list, PERMISSION_DENIED for a viewer, FAILED_PRECONDITION in an archived list.
+async fn writable(txn: &DatabaseTransaction, caller: &str, id: Uuid) -> Result<Task, ApiError> {
+    let row = unique(Entity::find_by_id(id.to_string()), txn)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let task = to_task(row)?;
+    access::access(txn, task.list_id, caller)
+        .await?
+        .ok_or_else(|| not_found(id))?
+        .check_write(task.list_id)?;
+    Ok(task)
+}
+
+fn concurrent(id: Uuid) -> ApiError {
+    ApiError::Aborted(format!(
+        "task {id} was changed concurrently; read it again and retry"
+    ))
+}
+
+/// Tasks of `list` (at most `limit`), for the list operations that touch each of them.
+pub(super) async fn tasks_in<C: ConnectionTrait>(
+    db: &C,
+    list: Uuid,
+    condition: Condition,
+    limit: u64,
+) -> Result<Vec<Task>, ApiError> {
+    Entity::find()
+        .filter(Column::ListId.eq(list.to_string()))
+        .filter(condition)
+        .order_by(Column::Id, Order::Asc)
+        .limit(limit)
+        .all(db)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(to_task)
+        .collect()
+}
+
+pub(super) fn assigned_to(user: &str) -> Condition {
+    Condition::all().add(Column::AssigneeId.eq(user))
+}
+
+pub(super) fn open_tasks() -> Condition {
+    Condition::all().add(Column::CompletedAt.is_null())
+}
+
+pub(super) fn completed_tasks() -> Condition {
+    Condition::all().add(Column::CompletedAt.is_not_null())
 }
 
 fn sort_key_expr(order: OrderBy) -> Expr {
     match order {
         OrderBy::CreateTime => Expr::col((Entity, Column::CreatedAt)),
         OrderBy::Priority => Expr::col((Entity, Column::Priority)),
+        // Refused by `list` until search is wired in.
+        OrderBy::Relevance => Expr::col((Entity, Column::CreatedAt)),
         // Tasks without a due time sort after every dated task.
         OrderBy::DueTime => {
             Func::coalesce([Expr::col((Entity, Column::DueAt)), Expr::val(i64::MAX)]).into()
@@ -446,11 +602,11 @@ fn escape_like(text: &str) -> String {
     out
 }
 
-fn is_unique_violation(err: &DbErr) -> bool {
+pub(super) fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
-fn db_error(err: DbErr) -> ApiError {
+pub(super) fn db_error(err: DbErr) -> ApiError {
     shared_db_error(Arc::new(err))
 }
 
@@ -493,11 +649,11 @@ fn is_unreachable(err: &DbErr) -> bool {
     }
 }
 
-fn micros(time: DateTime<Utc>) -> i64 {
+pub(super) fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
-fn time(micros: i64) -> Result<DateTime<Utc>, ApiError> {
+pub(super) fn time(micros: i64) -> Result<DateTime<Utc>, ApiError> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| ApiError::internal(format!("stored time {micros} is out of range")))
 }
@@ -510,6 +666,8 @@ struct EventRow {
     event_type: String,
     payload: String,
     created_at: i64,
+    list_id: Option<String>,
+    previous_list_id: Option<String>,
 }
 
 impl EventRow {
@@ -523,6 +681,8 @@ impl EventRow {
             created_at: Set(self.created_at),
             published_at: Set(None),
             attempts: Set(0),
+            list_id: Set(self.list_id),
+            previous_list_id: Set(self.previous_list_id),
         }
     }
 }
@@ -532,6 +692,8 @@ impl EventRow {
 fn outbox_row(event: TaskEvent) -> Result<EventRow, ApiError> {
     let event = event.with_traceparent(trace_context::current());
     Ok(EventRow {
+        list_id: event.data.task.list_id.map(|list| list.to_string()),
+        previous_list_id: event.data.previous_list_id.map(|list| list.to_string()),
         payload: serde_json::to_string(&event).map_err(ApiError::internal)?,
         task_id: event.data.task.id.to_string(),
         event_id: event.id,
@@ -546,10 +708,11 @@ fn outbox_row(event: TaskEvent) -> Result<EventRow, ApiError> {
 /// bound in the order of `pg_insert_with_event_values`.
 const PG_INSERT_WITH_EVENT: &str = "WITH task AS (INSERT INTO tasks \
     (id, owner_id, title, description, priority, tags, due_at, time_zone, recurrence, \
-    completed_at, created_at, updated_at, version, request_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)) \
-    INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, published_at, attempts) \
-    VALUES ($15, $16, $17, $18, $19, NULL, 0)";
+    completed_at, created_at, updated_at, version, request_id, list_id, assignee_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)) \
+    INSERT INTO outbox (event_id, task_id, event_type, payload, created_at, published_at, \
+    attempts, list_id, previous_list_id) \
+    VALUES ($17, $18, $19, $20, $21, NULL, 0, $22, $23)";
 
 fn pg_insert_with_event_values(task: Model, event: EventRow) -> Vec<Value> {
     // Destructured, so that a new column fails to compile here instead of going unwritten.
@@ -568,6 +731,8 @@ fn pg_insert_with_event_values(task: Model, event: EventRow) -> Vec<Value> {
         updated_at,
         version,
         request_id,
+        list_id,
+        assignee_id,
     } = task;
     let EventRow {
         event_id,
@@ -575,6 +740,8 @@ fn pg_insert_with_event_values(task: Model, event: EventRow) -> Vec<Value> {
         event_type,
         payload,
         created_at: event_created_at,
+        list_id: event_list_id,
+        previous_list_id,
     } = event;
     vec![
         id.into(),
@@ -591,11 +758,15 @@ fn pg_insert_with_event_values(task: Model, event: EventRow) -> Vec<Value> {
         updated_at.into(),
         version.into(),
         request_id.into(),
+        list_id.into(),
+        assignee_id.into(),
         event_id.into(),
         task_id.into(),
         event_type.into(),
         payload.into(),
         event_created_at.into(),
+        event_list_id.into(),
+        previous_list_id.into(),
     ]
 }
 
@@ -616,6 +787,8 @@ fn to_active(task: &Task) -> Result<ActiveModel, ApiError> {
         updated_at: Set(micros(task.updated_at)),
         version: Set(task.version),
         request_id: NotSet,
+        list_id: Set(Some(task.list_id.to_string())),
+        assignee_id: Set(task.assignee_id.clone()),
     })
 }
 
@@ -623,6 +796,12 @@ fn to_task(row: Model) -> Result<Task, ApiError> {
     let corrupt = |what: &str| ApiError::internal(format!("task {}: corrupt {what}", row.id));
     Ok(Task {
         id: Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?,
+        list_id: row
+            .list_id
+            .as_deref()
+            .and_then(|list| Uuid::parse_str(list).ok())
+            .ok_or_else(|| corrupt("list id"))?,
+        assignee_id: row.assignee_id,
         priority: Priority::from_i16(row.priority).ok_or_else(|| corrupt("priority"))?,
         tags: serde_json::from_str(&row.tags).map_err(|_| corrupt("tags"))?,
         due_at: row.due_at.map(time).transpose()?,
@@ -670,6 +849,8 @@ mod tests {
             updated_at: 1,
             version: 1,
             request_id: None,
+            list_id: Some("l".into()),
+            assignee_id: None,
         };
         let event = EventRow {
             event_id: "e".into(),
@@ -677,6 +858,8 @@ mod tests {
             event_type: "taskmesh.task.created.v1".into(),
             payload: "{}".into(),
             created_at: 1,
+            list_id: Some("l".into()),
+            previous_list_id: None,
         };
         let values = pg_insert_with_event_values(task, event);
         let placeholders = PG_INSERT_WITH_EVENT.matches('$').count();

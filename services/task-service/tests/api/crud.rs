@@ -24,6 +24,8 @@ async fn create_get_update_complete_reopen_delete(backend: Backend) {
             time_zone: Some("Europe/Paris".into()),
             recurrence: Some("freq=weekly;byday=mo".into()),
             request_id: None,
+            list_id: None,
+            assignee_id: None,
         },
     )
     .await;
