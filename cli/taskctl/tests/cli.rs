@@ -2,103 +2,11 @@
 // Tests assert by panicking, helpers included.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+mod common;
+
 use std::process::Command;
 
-use serde_json::Value;
-use task_service::{Application, Config};
-
-struct Env {
-    server: String,
-    config_home: tempfile::TempDir,
-}
-
-impl Env {
-    fn taskctl(&self, args: &[&str]) -> (bool, String, String) {
-        let (code, stdout, stderr) = self.run(args, &[]);
-        (code == 0, stdout, stderr)
-    }
-
-    /// The exit code, stdout and stderr of taskctl with these extra environment variables
-    /// (times in UTC and no colours unless a test asks).
-    fn run(&self, args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_taskctl"))
-            .args(["--server", &self.server])
-            .args(args)
-            .env("XDG_CONFIG_HOME", self.config_home.path())
-            .env("TZ", "UTC")
-            .env_remove("TASKMESH_TOKEN")
-            .env_remove("TASKMESH_JWT_SECRET")
-            .env_remove("NO_COLOR")
-            .env_remove("CLICOLOR_FORCE")
-            .envs(vars.iter().copied())
-            .output()
-            .expect("run taskctl");
-        (
-            out.status.code().expect("taskctl exited by a signal"),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let (ok, stdout, stderr) = self.taskctl(&all);
-        assert!(ok, "taskctl {args:?} failed: {stderr}");
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-    }
-}
-
-/// A development task-service on SQLite in `dir`, on a free port, with these settings
-/// besides the usual ones; not serving until [`serve`]d.
-async fn dev_app(dir: &std::path::Path, extra: &[(&str, String)]) -> Application {
-    let env: HashMap<String, String> = [
-        ("APP_PORT", "0".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
-        ),
-        ("TASKMESH_DEV_MODE", "true".to_owned()),
-        ("METRICS_PORT", "0".to_owned()),
-        ("DAPR_GRPC_PORT", "1".to_owned()),
-    ]
-    .into_iter()
-    .chain(extra.iter().cloned())
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    Application::build(Config::from_env(&env).unwrap())
-        .await
-        .unwrap()
-}
-
-/// Serves `app` until `stop` is sent.
-fn serve(
-    app: Application,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
-}
-
-/// A development task-service on SQLite, on a free port, until `stop` is sent.
-async fn dev_server(
-    dir: &std::path::Path,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-) {
-    let app = dev_app(dir, &[]).await;
-    let server = format!("http://{}", app.local_addr());
-    let (stop, handle) = serve(app);
-    (server, stop, handle)
-}
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_add_list_edit_done_reopen_rm() {
@@ -356,13 +264,6 @@ async fn notifications_prefs_and_stats_commands_reach_the_public_api() {
     let _ = handle.await;
     result.unwrap();
 }
-
-// Exit codes as documented in `taskctl --help` and the README.
-const USAGE: i32 = 2;
-const AUTH: i32 = 3;
-const NOT_FOUND: i32 = 4;
-const CONFLICT: i32 = 5;
-const UNAVAILABLE: i32 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_id_prefixes_time_zones_colours_and_the_token_file() {
