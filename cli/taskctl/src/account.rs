@@ -9,14 +9,10 @@ use taskmesh_proto::notifications::v1::{
     self as notes_pb, notification_service_client::NotificationServiceClient,
     preference_service_client::PreferenceServiceClient,
 };
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-use crate::Bearer;
+use crate::Authed;
 use crate::exit::{Class, fail};
 use crate::output::{self, View};
-
-type Authed = InterceptedService<Channel, Bearer>;
 
 #[derive(Args)]
 pub struct NotificationsArgs {

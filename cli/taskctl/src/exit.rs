@@ -14,13 +14,16 @@ pub enum Class {
     Usage = 2,
     /// No token, or the server refused it (UNAUTHENTICATED, PERMISSION_DENIED).
     Auth = 3,
-    /// No such task (NOT_FOUND), or a short id that matches none.
+    /// No such task or list (NOT_FOUND), or a short id that matches none.
     NotFound = 4,
     /// Someone else changed it first (ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION).
     Conflict = 5,
     /// Cannot reach the service, the connection broke, or it asks to come back later
     /// (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, CANCELLED).
     Unavailable = 6,
+    /// `watch`: the resume token is older than the changes the service keeps
+    /// (OUT_OF_RANGE); list the tasks again and watch without one.
+    Expired = 7,
 }
 
 /// The table `taskctl --help` ends with (and the README repeats).
@@ -30,9 +33,10 @@ Exit codes:
   1  other error (internal server error, local I/O)
   2  usage: bad command line, a value the server rejects, an ambiguous short id
   3  auth: no token, or the token is refused (UNAUTHENTICATED, PERMISSION_DENIED)
-  4  not found: no such task, or no task id starts or ends with the short id
+  4  not found: no such task or list, or no id starts or ends with the short id
   5  conflict: changed meanwhile (ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION)
-  6  unavailable: cannot connect, cut off, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED";
+  6  unavailable: cannot connect, cut off, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
+  7  watch: the resume token is too old (OUT_OF_RANGE): list again, watch without it";
 
 impl From<Class> for ExitCode {
     fn from(class: Class) -> Self {
@@ -76,6 +80,18 @@ pub fn of_code(code: tonic::Code) -> Class {
     }
 }
 
+/// The class of a status, whether the server sent it or the connection broke.
+pub fn of_status(status: &tonic::Status) -> Class {
+    // tonic turns a connection that broke mid-call (h2 or transport errors) into UNKNOWN
+    // or INTERNAL made on this side, with the cause attached; a status from the server has
+    // none.
+    let local = std::error::Error::source(status).is_some();
+    match status.code() {
+        tonic::Code::Unknown | tonic::Code::Internal if local => Class::Unavailable,
+        code => of_code(code),
+    }
+}
+
 /// The class of an error, from the first cause in its chain that has one.
 pub fn classify(err: &anyhow::Error) -> Class {
     for cause in err.chain() {
@@ -83,14 +99,7 @@ pub fn classify(err: &anyhow::Error) -> Class {
             return failure.class;
         }
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
-            // tonic turns a connection that broke mid-call (h2 or transport errors) into
-            // UNKNOWN or INTERNAL made on this side, with the cause attached; a status
-            // from the server has none.
-            let local = std::error::Error::source(status).is_some();
-            return match status.code() {
-                tonic::Code::Unknown | tonic::Code::Internal if local => Class::Unavailable,
-                code => of_code(code),
-            };
+            return of_status(status);
         }
         if cause.downcast_ref::<tonic::transport::Error>().is_some() {
             return Class::Unavailable;
@@ -112,6 +121,7 @@ mod tests {
             Class::NotFound,
             Class::Conflict,
             Class::Unavailable,
+            Class::Expired,
         ];
         let codes: std::collections::BTreeSet<u8> = classes.iter().map(|c| *c as u8).collect();
         assert_eq!(codes.len(), classes.len());

@@ -8,11 +8,14 @@
 //! A short id is resolved by listing the user's tasks (open and completed, 500 a page, every
 //! page: the only way to know a prefix is unique). That is one call per 500 tasks, fine
 //! for a person at a terminal; a whole UUID skips the listing.
+//!
+//! Lists are named by people, so a list is also found by its name (`taskctl share
+//! Groceries bob`): a name that matches wins over id digits that happen to match too.
 
 use taskmesh_proto::tasks::v1 as pb;
 
-use crate::Client;
 use crate::exit::{Class, fail};
+use crate::{Client, ListClient};
 
 /// The most a ListTasks page holds (task-service's PAGE_SIZE_MAX).
 const PAGE: i32 = 500;
@@ -63,18 +66,91 @@ pub async fn resolve(client: &mut Client, raw: &str) -> anyhow::Result<String> {
         }
         req.page_token = page.next_page_token;
     }
-    pick(raw, found)
+    pick(raw, found, Noun::Task)
 }
 
-fn pick(raw: &str, mut found: Vec<(String, String)>) -> anyhow::Result<String> {
+/// The one list `raw` names: its id, the start or end of its id, or its name (exactly, else
+/// ignoring case). Archived lists count.
+pub async fn resolve_list(client: &mut ListClient, raw: &str) -> anyhow::Result<String> {
+    let raw = raw.trim();
+    if is_full_id(raw) {
+        return Ok(raw.to_ascii_lowercase());
+    }
+    if raw.is_empty() {
+        return Err(fail(Class::Usage, "a list is named by its id or its name"));
+    }
+    let lists = all_lists(client).await?;
+    let named = |exact: bool| -> Vec<(String, String)> {
+        lists
+            .iter()
+            .filter(|l| {
+                if exact {
+                    l.name == raw
+                } else {
+                    l.name.to_lowercase() == raw.to_lowercase()
+                }
+            })
+            .map(|l| (l.id.clone(), l.name.clone()))
+            .collect()
+    };
+    let mut found = named(true);
+    if found.is_empty() {
+        found = named(false);
+    }
+    let hex = raw.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if found.is_empty() && hex {
+        let digits = raw.to_ascii_lowercase();
+        found = lists
+            .iter()
+            .filter(|l| l.id.starts_with(&digits) || l.id.ends_with(&digits))
+            .map(|l| (l.id.clone(), l.name.clone()))
+            .collect();
+    }
+    pick(raw, found, Noun::List)
+}
+
+/// Every list the caller is a member of, archived ones included.
+pub async fn all_lists(client: &mut ListClient) -> anyhow::Result<Vec<pb::TaskList>> {
+    let mut req = pb::ListListsRequest {
+        include_archived: true,
+        page_size: PAGE,
+        page_token: String::new(),
+    };
+    let mut lists = Vec::new();
+    loop {
+        let page = client.list_lists(req.clone()).await?.into_inner();
+        lists.extend(page.lists);
+        if page.next_page_token.is_empty() {
+            return Ok(lists);
+        }
+        req.page_token = page.next_page_token;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Noun {
+    Task,
+    List,
+}
+
+fn pick(raw: &str, mut found: Vec<(String, String)>, noun: Noun) -> anyhow::Result<String> {
     match found.len() {
         0 => Err(fail(
             Class::NotFound,
-            format!("NotFound: no task id starts or ends with {raw}"),
+            match noun {
+                Noun::Task => format!("NotFound: no task id starts or ends with {raw}"),
+                Noun::List => format!(
+                    "NotFound: no list of yours is named {raw:?} or has an id that starts or \
+                     ends with it"
+                ),
+            },
         )),
         1 => Ok(found.remove(0).0),
         n => {
-            let mut message = format!("{raw} is ambiguous: {n} task ids start or end with it:");
+            let mut message = match noun {
+                Noun::Task => format!("{raw} is ambiguous: {n} task ids start or end with it:"),
+                Noun::List => format!("{raw} is ambiguous: {n} lists match it:"),
+            };
             for (id, title) in found.iter().take(SHOWN) {
                 message.push_str(&format!("\n  {id}  {title}"));
             }
@@ -103,6 +179,7 @@ mod tests {
     #[test]
     fn one_match_wins_none_is_not_found_many_are_named() {
         let t = |id: &str| (id.to_owned(), format!("title {id}"));
+        let pick = |raw, found| pick(raw, found, Noun::Task);
         assert_eq!(pick("ab", vec![t("abc")]).unwrap(), "abc");
         assert_eq!(classify(&pick("ab", vec![]).unwrap_err()), Class::NotFound);
         let err = pick("ab", vec![t("abc"), t("abd")]).unwrap_err();

@@ -4,8 +4,10 @@
 mod account;
 mod exit;
 mod ids;
+mod lists;
 mod output;
 mod token;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,11 +20,13 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use exit::{Class, fail};
 use output::{View, Zone};
 use prost_types::Timestamp;
-use taskmesh_proto::tasks::v1::{self as pb, task_service_client::TaskServiceClient};
+use taskmesh_proto::tasks::v1::{
+    self as pb, list_service_client::ListServiceClient, task_service_client::TaskServiceClient,
+};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +78,10 @@ enum Cmd {
         /// Token lifetime in hours.
         #[arg(long, default_value_t = 24)]
         hours: u64,
+        /// Print the token instead of saving it: a second user in one terminal, e.g.
+        /// `export TASKMESH_TOKEN=$(taskctl login --user bob --print)`.
+        #[arg(long)]
+        print: bool,
     },
     /// Your notifications, newest first.
     #[command(alias = "inbox")]
@@ -86,16 +94,24 @@ enum Cmd {
     /// Your statistics.
     Stats,
     /// Create a task.
+    #[command(after_help = LIST_HELP)]
     Add {
         title: String,
         #[command(flatten)]
         fields: Fields,
+        /// The list to add it to (you must be its owner or an editor); default: your
+        /// default list.
+        #[arg(short, long)]
+        list: Option<String>,
+        /// A member of the list who is to do it.
+        #[arg(short, long, value_name = "USER")]
+        assign: Option<String>,
         /// Idempotency key: retrying with the same key never creates a second task.
         #[arg(long)]
         request_id: Option<String>,
     },
-    /// List tasks (open ones by default).
-    #[command(alias = "ls")]
+    /// List the tasks of your lists (open ones by default).
+    #[command(alias = "ls", after_help = LIST_HELP)]
     List(ListArgs),
     /// Show one task.
     Show {
@@ -141,6 +157,55 @@ enum Cmd {
         /// The task id, or its first or last hex digits (e.g. the last 8).
         id: String,
     },
+    /// Your lists (`--archived` too); `lists create|show|rename|archive|unarchive|delete`
+    /// change one.
+    Lists(lists::ListsArgs),
+    /// Share a list with USER as an editor (or --role viewer), or change their role.
+    #[command(after_help = LIST_HELP)]
+    Share {
+        list: String,
+        user: String,
+        #[arg(long, value_enum, default_value = "editor")]
+        role: lists::RoleArg,
+    },
+    /// Take a list away from USER (owner only); their tasks there become unassigned.
+    #[command(after_help = LIST_HELP)]
+    Unshare { list: String, user: String },
+    /// Leave a list that was shared with you.
+    #[command(after_help = LIST_HELP)]
+    Leave { list: String },
+    /// The members of a list and their roles.
+    #[command(after_help = LIST_HELP)]
+    Members {
+        list: String,
+        #[command(flatten)]
+        zone: ZoneArg,
+    },
+    /// Assign a task to USER (a member of its list), or unassign it with --none.
+    Assign {
+        /// The task id, or its first or last hex digits (e.g. the last 8).
+        id: String,
+        #[arg(required_unless_present = "none")]
+        user: Option<String>,
+        /// Remove the assignee.
+        #[arg(long, conflicts_with = "user")]
+        none: bool,
+        #[command(flatten)]
+        zone: ZoneArg,
+    },
+    /// Move a task to another list (you must be an owner or editor of both).
+    #[command(name = "move", after_help = LIST_HELP)]
+    Move {
+        /// The task id, or its first or last hex digits (e.g. the last 8).
+        id: String,
+        list: String,
+        #[command(flatten)]
+        zone: ZoneArg,
+    },
+    /// Search titles and descriptions, best match first.
+    Search(SearchArgs),
+    /// Print changes to the tasks of your lists as they happen, one line each, until Ctrl-C.
+    Watch(watch::WatchArgs),
     /// Print a shell completion script, e.g. `taskctl completions bash`.
     Completions {
         #[arg(value_enum)]
@@ -149,6 +214,10 @@ enum Cmd {
     /// Print the manual page (roff), e.g. `taskctl man > ~/.local/share/man/man1/taskctl.1`.
     Man,
 }
+
+/// How a list is named on the command line.
+const LIST_HELP: &str =
+    "A LIST is a list's id, the first or last hex digits of its id, or its name.";
 
 /// The time zone times are shown in.
 #[derive(Args)]
@@ -192,6 +261,41 @@ impl Fields {
 
 #[derive(Args)]
 struct ListArgs {
+    /// Text the title contains.
+    #[arg(short, long)]
+    search: Option<String>,
+    #[arg(long, value_enum, default_value = "created")]
+    order: OrderArg,
+    #[command(flatten)]
+    filters: Filters,
+}
+
+#[derive(Args)]
+#[command(after_help = LIST_HELP)]
+struct SearchArgs {
+    /// Words that must all occur in the title or description; "a phrase" in quotes,
+    /// -word to exclude one.
+    text: String,
+    /// Order by relevance (the default), or as `list` does.
+    #[arg(long, value_enum, default_value = "relevance")]
+    order: SearchOrderArg,
+    #[command(flatten)]
+    filters: Filters,
+}
+
+/// What `list` and `search` filter and page by.
+#[derive(Args)]
+struct Filters {
+    /// Only this list's tasks (an archived list's too); default: every list you are a
+    /// member of but archived ones.
+    #[arg(short, long)]
+    list: Option<String>,
+    /// Only the tasks assigned to USER.
+    #[arg(long, value_name = "USER")]
+    assignee: Option<String>,
+    /// Only the tasks assigned to nobody.
+    #[arg(long, conflicts_with = "assignee")]
+    unassigned: bool,
     #[arg(long, value_enum, default_value = "open")]
     status: StatusArg,
     #[arg(short, long, value_enum)]
@@ -205,11 +309,7 @@ struct ListArgs {
     /// Due after this time (read as --due-before is).
     #[arg(long)]
     due_after: Option<String>,
-    /// Text the title contains.
-    #[arg(short, long)]
-    search: Option<String>,
-    #[arg(long, value_enum, default_value = "created")]
-    order: OrderArg,
+    /// Reverse the order.
     #[arg(long)]
     desc: bool,
     /// Page size.
@@ -247,6 +347,14 @@ enum OrderArg {
     Priority,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum SearchOrderArg {
+    Relevance,
+    Created,
+    Due,
+    Priority,
+}
+
 impl From<PriorityArg> for pb::Priority {
     fn from(p: PriorityArg) -> Self {
         match p {
@@ -268,7 +376,10 @@ impl Interceptor for Bearer {
     }
 }
 
-type Client = TaskServiceClient<InterceptedService<Channel, Bearer>>;
+/// A channel that sends the caller's token with every call.
+type Authed = InterceptedService<Channel, Bearer>;
+type Client = TaskServiceClient<Authed>;
+type ListClient = ListServiceClient<Authed>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -345,7 +456,20 @@ fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
 }
 
 /// An authenticated channel to task-service (TLS for an https:// server).
-async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer>> {
+async fn connect(cli: &Cli) -> anyhow::Result<Authed> {
+    let (endpoint, bearer) = endpoint(cli)?;
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach task-service at {}", cli.server))?;
+    Ok(InterceptedService::new(channel, bearer))
+}
+
+/// Where task-service is and the token to show it; no timeouts set yet.
+fn endpoint(cli: &Cli) -> anyhow::Result<(Endpoint, Bearer)> {
     let token = match &cli.token {
         Some(token) => token.clone(),
         None => {
@@ -356,15 +480,12 @@ async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer
     let header: MetadataValue<Ascii> = format!("Bearer {token}")
         .parse()
         .map_err(|_| fail(Class::Auth, "the token is not valid ASCII"))?;
-    let mut endpoint = Channel::from_shared(cli.server.clone())
-        .map_err(|_| {
-            fail(
-                Class::Usage,
-                format!("--server {} is not a URL", cli.server),
-            )
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30));
+    let mut endpoint = Channel::from_shared(cli.server.clone()).map_err(|_| {
+        fail(
+            Class::Usage,
+            format!("--server {} is not a URL", cli.server),
+        )
+    })?;
     if cli.server.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         tls = match &cli.ca_cert {
@@ -382,11 +503,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<InterceptedService<Channel, Bearer
     } else if cli.ca_cert.is_some() {
         return Err(fail(Class::Usage, "--ca-cert needs an https:// --server"));
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach task-service at {}", cli.server))?;
-    Ok(InterceptedService::new(channel, Bearer(header)))
+    Ok((endpoint, Bearer(header)))
 }
 
 /// A time given on the command line. RFC 3339 says its own offset; a date or `YYYY-MM-DD
@@ -468,6 +585,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             user,
             secret,
             hours,
+            print,
         } => {
             let secret = secret
                 .clone()
@@ -477,6 +595,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 user,
                 Duration::from_secs(hours.saturating_mul(3600)),
             )?;
+            if *print {
+                println!("{token}");
+                return Ok(());
+            }
             let path = token::path()?;
             token::save(&path, &token)?;
             println!(
@@ -502,13 +624,73 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let written = man_page(&mut out).and_then(|()| out.flush());
             return unless_reader_gone(written);
         }
+        Cmd::Watch(args) => {
+            let view = view(cli.json, args.tz.as_deref())?;
+            let (endpoint, bearer) = endpoint(&cli)?;
+            return watch::run(&cli.server, endpoint, bearer, args, view).await;
+        }
         _ => {}
     }
     let channel = connect(&cli).await?;
     let json = cli.json;
     let mut client = TaskServiceClient::new(channel.clone());
     match cli.command {
-        Cmd::Login { .. } | Cmd::Completions { .. } | Cmd::Man => Ok(()),
+        Cmd::Login { .. } | Cmd::Completions { .. } | Cmd::Man | Cmd::Watch(_) => Ok(()),
+        Cmd::Lists(args) => lists::lists(channel, args, view(json, None)?).await,
+        Cmd::Share { list, user, role } => {
+            lists::share(channel, &list, user, role, view(json, None)?).await
+        }
+        Cmd::Unshare { list, user } => {
+            lists::unshare(channel, &list, user, view(json, None)?).await
+        }
+        Cmd::Leave { list } => lists::leave(channel, &list, view(json, None)?).await,
+        Cmd::Members { list, zone } => {
+            lists::members(channel, &list, view(json, zone.tz.as_deref())?).await
+        }
+        Cmd::Assign {
+            id,
+            user,
+            none: _,
+            zone,
+        } => {
+            let view = view(json, zone.tz.as_deref())?;
+            let id = ids::resolve(&mut client, &id).await?;
+            // No user means --none (clap requires one or the other): an empty assignee
+            // removes it.
+            let req = pb::UpdateTaskRequest {
+                id,
+                assignee_id: Some(user.unwrap_or_default()),
+                ..Default::default()
+            };
+            let task = client.update_task(req).await?.into_inner();
+            show_task(&channel, &task, view).await
+        }
+        Cmd::Move { id, list, zone } => {
+            let view = view(json, zone.tz.as_deref())?;
+            let id = ids::resolve(&mut client, &id).await?;
+            let list_id =
+                ids::resolve_list(&mut ListServiceClient::new(channel.clone()), &list).await?;
+            let req = pb::UpdateTaskRequest {
+                id,
+                list_id: Some(list_id),
+                ..Default::default()
+            };
+            let task = client.update_task(req).await?.into_inner();
+            show_task(&channel, &task, view).await
+        }
+        Cmd::Search(args) => {
+            let view = view(json, args.filters.zone.tz.as_deref())?;
+            let order = match args.order {
+                SearchOrderArg::Relevance => pb::OrderBy::Relevance,
+                SearchOrderArg::Created => pb::OrderBy::CreateTime,
+                SearchOrderArg::Due => pb::OrderBy::DueTime,
+                SearchOrderArg::Priority => pb::OrderBy::Priority,
+            };
+            let mut req = filtered(&channel, &args.filters, view).await?;
+            req.query = Some(args.text);
+            req.order_by = order as i32;
+            list(&mut client, &channel, req, args.filters.all, view).await
+        }
         Cmd::Notifications(args) => {
             let view = view(json, args.tz.as_deref())?;
             account::notifications(channel, args, view).await
@@ -519,10 +701,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Add {
             title,
             fields,
+            list,
+            assign,
             request_id,
         } => {
             let view = view(json, fields.tz.as_deref())?;
             let due_time = fields.due_time()?;
+            let list_id = match list {
+                Some(list) => Some(
+                    ids::resolve_list(&mut ListServiceClient::new(channel.clone()), &list).await?,
+                ),
+                None => None,
+            };
             let req = pb::CreateTaskRequest {
                 title,
                 description: fields.description.unwrap_or_default(),
@@ -532,14 +722,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 time_zone: fields.tz,
                 recurrence: fields.every,
                 request_id,
+                list_id,
+                assignee_id: assign,
             };
             let task = client.create_task(req).await?.into_inner();
-            output::task(&task, view);
-            Ok(())
+            show_task(&channel, &task, view).await
         }
         Cmd::List(args) => {
-            let view = view(json, args.zone.tz.as_deref())?;
-            list(&mut client, args, view).await
+            let view = view(json, args.filters.zone.tz.as_deref())?;
+            let mut req = filtered(&channel, &args.filters, view).await?;
+            req.title_contains = args.search;
+            req.order_by = match args.order {
+                OrderArg::Created => pb::OrderBy::CreateTime,
+                OrderArg::Due => pb::OrderBy::DueTime,
+                OrderArg::Priority => pb::OrderBy::Priority,
+            } as i32;
+            list(&mut client, &channel, req, args.filters.all, view).await
         }
         Cmd::Show { id, zone } => {
             let view = view(json, zone.tz.as_deref())?;
@@ -548,8 +746,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .get_task(pb::GetTaskRequest { id })
                 .await?
                 .into_inner();
-            output::task(&task, view);
-            Ok(())
+            show_task(&channel, &task, view).await
         }
         Cmd::Edit {
             id,
@@ -585,10 +782,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 clear_due_time: no_due,
                 time_zone: fields.tz,
                 recurrence: fields.every,
+                list_id: None,
+                assignee_id: None,
             };
             let task = client.update_task(req).await?.into_inner();
-            output::task(&task, view);
-            Ok(())
+            show_task(&channel, &task, view).await
         }
         Cmd::Done { id, zone } => {
             let view = view(json, zone.tz.as_deref())?;
@@ -598,8 +796,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 expected_version: None,
             };
             let task = client.complete_task(req).await?.into_inner();
-            output::task(&task, view);
-            Ok(())
+            show_task(&channel, &task, view).await
         }
         Cmd::Reopen { id, zone } => {
             let view = view(json, zone.tz.as_deref())?;
@@ -609,8 +806,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 expected_version: None,
             };
             let task = client.reopen_task(req).await?.into_inner();
-            output::task(&task, view);
-            Ok(())
+            show_task(&channel, &task, view).await
         }
         Cmd::Rm { id } => {
             let id = ids::resolve(&mut client, &id).await?;
@@ -630,45 +826,89 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn list(client: &mut Client, args: ListArgs, view: View) -> anyhow::Result<()> {
-    let mut req = pb::ListTasksRequest {
-        status: match args.status {
+/// The ListTasks request `filters` ask for (first page, created order, no text).
+async fn filtered(
+    channel: &Authed,
+    filters: &Filters,
+    view: View,
+) -> anyhow::Result<pb::ListTasksRequest> {
+    let list_id = match &filters.list {
+        Some(list) => {
+            Some(ids::resolve_list(&mut ListServiceClient::new(channel.clone()), list).await?)
+        }
+        None => None,
+    };
+    Ok(pb::ListTasksRequest {
+        status: match filters.status {
             StatusArg::Open => pb::StatusFilter::Open,
             StatusArg::Completed => pb::StatusFilter::Completed,
             StatusArg::All => pb::StatusFilter::All,
         } as i32,
-        priority: args.priority.map_or(0, |p| pb::Priority::from(p) as i32),
-        tag: args.tag,
-        due_before: args
+        priority: filters.priority.map_or(0, |p| pb::Priority::from(p) as i32),
+        tag: filters.tag.clone(),
+        due_before: filters
             .due_before
             .as_deref()
             .map(|t| parse_time_in(t, view.zone))
             .transpose()?,
-        due_after: args
+        due_after: filters
             .due_after
             .as_deref()
             .map(|t| parse_time_in(t, view.zone))
             .transpose()?,
-        title_contains: args.search,
-        order_by: match args.order {
-            OrderArg::Created => pb::OrderBy::CreateTime,
-            OrderArg::Due => pb::OrderBy::DueTime,
-            OrderArg::Priority => pb::OrderBy::Priority,
-        } as i32,
-        descending: args.desc,
-        page_size: args.limit,
-        page_token: args.page.unwrap_or_default(),
-    };
+        descending: filters.desc,
+        page_size: filters.limit,
+        page_token: filters.page.clone().unwrap_or_default(),
+        list_id,
+        // An empty assignee asks for the unassigned tasks.
+        assignee_id: if filters.unassigned {
+            Some(String::new())
+        } else {
+            filters.assignee.clone()
+        },
+        ..Default::default()
+    })
+}
+
+/// One page of `req` (every page with `all`), shown with the names of their lists.
+async fn list(
+    client: &mut Client,
+    channel: &Authed,
+    mut req: pb::ListTasksRequest,
+    all: bool,
+    view: View,
+) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     let next = loop {
         let page = client.list_tasks(req.clone()).await?.into_inner();
         tasks.extend(page.tasks);
-        if !args.all || page.next_page_token.is_empty() {
+        if !all || page.next_page_token.is_empty() {
             break page.next_page_token;
         }
         req.page_token = page.next_page_token;
     };
-    output::tasks(&tasks, &next, view);
+    let names = if view.json || tasks.is_empty() {
+        lists::Names::none()
+    } else {
+        lists::Names::load(&mut ListServiceClient::new(channel.clone())).await?
+    };
+    output::tasks(&tasks, &next, view, &names);
+    Ok(())
+}
+
+/// One task; as text with its list's name (one more call), as JSON with its list's id.
+async fn show_task(channel: &Authed, task: &pb::Task, view: View) -> anyhow::Result<()> {
+    let mut names = lists::Names::none();
+    if !view.json && !task.list_id.is_empty() {
+        let list = ListServiceClient::new(channel.clone())
+            .get_list(pb::GetListRequest {
+                id: task.list_id.clone(),
+            })
+            .await?
+            .into_inner();
+        names.insert(list.id, list.name);
+    }
+    output::task(task, view, &names);
     Ok(())
 }
 

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 use taskmesh_proto::tasks::v1::{Priority, Task};
+
+use crate::lists::Names;
 use tonic_types::StatusExt;
 
 /// Where times are shown: JSON always says UTC (RFC 3339); tables and details use the
@@ -38,7 +40,11 @@ impl Zone {
     /// `2030-01-06 08:00 CET` (or `+01:00` for the system's zone).
     pub fn show(self, t: DateTime<Utc>, with_zone: bool) -> String {
         let (format, plain) = ("%Y-%m-%d %H:%M %Z", "%Y-%m-%d %H:%M");
-        let format = if with_zone { format } else { plain };
+        self.format(t, if with_zone { format } else { plain })
+    }
+
+    /// `t` in this zone, in a chrono `format`.
+    pub fn format(self, t: DateTime<Utc>, format: &str) -> String {
         match self {
             Self::Local => t.with_timezone(&chrono::Local).format(format).to_string(),
             Self::Named(tz) => t.with_timezone(&tz).format(format).to_string(),
@@ -89,6 +95,7 @@ pub fn color_for(stream: impl IsTerminal) -> bool {
 pub const BOLD: &str = "1";
 pub const DIM: &str = "2";
 pub const RED: &str = "31";
+pub const GREEN: &str = "32";
 pub const YELLOW: &str = "33";
 
 /// `text` in an SGR style when colours are on.
@@ -131,10 +138,12 @@ pub fn to_json(task: &Task) -> Value {
         "create_time": rfc3339(task.create_time.as_ref()),
         "update_time": rfc3339(task.update_time.as_ref()),
         "version": task.version,
+        "list_id": task.list_id,
+        "assignee_id": task.assignee_id,
     })
 }
 
-pub fn task(task: &Task, view: View) {
+pub fn task(task: &Task, view: View, names: &Names) {
     if view.json {
         println!("{}", to_json(task));
         return;
@@ -147,6 +156,20 @@ pub fn task(task: &Task, view: View) {
     if !task.description.is_empty() {
         println!("description: {}", task.description);
     }
+    if names.knows(&task.list_id) {
+        println!(
+            "list:        {} ({})",
+            names.get(&task.list_id),
+            task.list_id
+        );
+    } else {
+        println!("list:        {}", task.list_id);
+    }
+    println!(
+        "assignee:    {}",
+        task.assignee_id.as_deref().unwrap_or("-")
+    );
+    println!("created by:  {}", task.owner_id);
     println!(
         "status:      {}",
         if task.completed { "completed" } else { "open" }
@@ -193,7 +216,7 @@ fn due_style(task: &Task, now: DateTime<Utc>) -> &'static str {
     }
 }
 
-pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
+pub fn tasks(tasks: &[Task], next_page_token: &str, view: View, names: &Names) {
     if view.json {
         let out = json!({
             "tasks": tasks.iter().map(to_json).collect::<Vec<_>>(),
@@ -206,7 +229,7 @@ pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
         println!("no tasks");
         return;
     }
-    let rows: Vec<[String; 6]> = tasks
+    let rows: Vec<[String; 8]> = tasks
         .iter()
         .map(|t| {
             [
@@ -216,13 +239,18 @@ pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
                 time(t.due_time.as_ref())
                     .map_or_else(|| "-".to_owned(), |d| view.zone.show(d, false)),
                 truncate(&t.title, 50),
+                truncate(names.get(&t.list_id), 20),
+                t.assignee_id.clone().unwrap_or_else(|| "-".to_owned()),
                 t.tags.join(","),
             ]
         })
         .collect();
     let due = format!("DUE ({})", view.zone.label());
-    let header = ["ID", "", "PRIORITY", &due, "TITLE", "TAGS"].map(str::to_owned);
-    let mut widths = [0; 6];
+    let header = [
+        "ID", "", "PRIORITY", &due, "TITLE", "LIST", "ASSIGNEE", "TAGS",
+    ]
+    .map(str::to_owned);
+    let mut widths = [0; 8];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -230,7 +258,7 @@ pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
     }
     let now = Utc::now();
     // Padded first, painted after: escape codes take no room on screen.
-    let line = |row: &[String; 6], styles: [&str; 6]| {
+    let line = |row: &[String; 8], styles: [&str; 8]| {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)
@@ -239,7 +267,7 @@ pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
             .collect();
         cells.join("  ").trim_end().to_owned()
     };
-    println!("{}", line(&header, [BOLD; 6]));
+    println!("{}", line(&header, [BOLD; 8]));
     for (row, task) in rows.iter().zip(tasks) {
         let done = if task.completed { DIM } else { "" };
         let styles = [
@@ -247,6 +275,8 @@ pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
             done,
             priority_style(task),
             due_style(task, now),
+            done,
+            done,
             done,
             done,
         ];
@@ -257,7 +287,7 @@ pub fn tasks(tasks: &[Task], next_page_token: &str, view: View) {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
+pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
     } else {
