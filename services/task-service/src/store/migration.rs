@@ -15,6 +15,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_create_outbox::Migration),
             Box::new(m20261203_000003_create_outbox_parked::Migration),
             Box::new(m20261204_000004_lists::Migration),
+            Box::new(super::migration_search::Migration),
+            Box::new(super::migration_watch::Migration),
         ]
     }
 }
@@ -438,9 +440,10 @@ mod m20261204_000004_lists {
             ))
             .await?;
         let now = chrono::Utc::now().timestamp_micros();
-        let (p1, p2, p3) = match backend {
-            sea_orm_migration::sea_orm::DbBackend::Postgres => ("$1", "$2", "$3"),
-            _ => ("?", "?", "?"),
+        // `now` is ours, so it is written into the SQL; the ids are bound.
+        let (p1, p2) = match backend {
+            sea_orm_migration::sea_orm::DbBackend::Postgres => ("$1", "$2"),
+            _ => ("?", "?"),
         };
         for row in owners {
             let owner: String = row.try_get("", "owner_id")?;
@@ -450,21 +453,21 @@ mod m20261204_000004_lists {
                 format!(
                     "INSERT INTO lists (id, owner_id, name, is_default, archived_at, created_at, \
                      updated_at, version, request_id) \
-                     VALUES ({p1}, {p2}, '{name}', TRUE, NULL, {p3}, {p3}, 1, NULL) \
+                     VALUES ({p1}, {p2}, '{name}', TRUE, NULL, {now}, {now}, 1, NULL) \
                      ON CONFLICT (id) DO NOTHING",
                     name = crate::lists::DEFAULT_LIST_NAME
                 ),
-                [list.clone().into(), owner.clone().into(), now.into()],
+                [list.clone().into(), owner.clone().into()],
             ))
             .await?;
             db.execute_raw(Statement::from_sql_and_values(
                 backend,
                 format!(
                     "INSERT INTO list_members (list_id, user_id, role, added_at) \
-                     VALUES ({p1}, {p2}, {owner_role}, {p3}) ON CONFLICT DO NOTHING",
+                     VALUES ({p1}, {p2}, {owner_role}, {now}) ON CONFLICT DO NOTHING",
                     owner_role = crate::lists::Role::Owner.as_i16()
                 ),
-                [list.clone().into(), owner.clone().into(), now.into()],
+                [list.clone().into(), owner.clone().into()],
             ))
             .await?;
             db.execute_raw(Statement::from_sql_and_values(

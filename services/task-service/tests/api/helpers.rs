@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prost_types::Timestamp;
 use task_service::{Application, Config};
+use taskmesh_proto::tasks::v1::list_service_client::ListServiceClient;
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
 use taskmesh_proto::tasks::v1::{CreateTaskRequest, ListTasksRequest, Task};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -33,6 +34,7 @@ pub struct TestApp {
 }
 
 pub type Client = TaskServiceClient<InterceptedService<Channel, Bearer>>;
+pub type ListClient = ListServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization` to every call (or whatever raw header value a test wants).
 #[derive(Clone)]
@@ -130,6 +132,13 @@ impl TestApp {
     pub async fn client(&self, user: &str) -> Client {
         self.client_with_header(Some(&format!("Bearer {}", Self::token(user))))
             .await
+    }
+
+    pub async fn lists(&self, user: &str) -> ListClient {
+        let value = format!("Bearer {}", Self::token(user))
+            .parse()
+            .expect("ascii");
+        ListServiceClient::with_interceptor(self.channel().await, Bearer(Some(value)))
     }
 
     pub async fn client_with_header(&self, header: Option<&str>) -> Client {

@@ -11,6 +11,8 @@ mod crud;
 mod identity;
 mod limits;
 mod list;
+mod lists;
+mod migration;
 mod outbox;
 mod reflection;
 mod validation;
