@@ -25,10 +25,11 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
 use crate::api::{
-    Authenticate, Gate, InternalTrust, ListApi, NotificationApi, PageTokens, RateLimiter, StatsApi,
-    TaskApi,
+    Authenticate, Gate, InternalTrust, ListApi, NotificationApi, PageTokens, RateLimiter,
+    ResumeTokens, StatsApi, TaskApi, Watches,
 };
 use crate::config::{Config, JwtKeys, Limits};
+use crate::outbox::feed::Feed;
 use crate::outbox::{
     DaprPublisher, OutboxMetrics, OutboxSettings, PgAdvisoryLock, Relay, SeaOutbox, SingleProcess,
 };
@@ -76,6 +77,8 @@ pub struct Application {
     addr: SocketAddr,
     db: Database,
     api: TaskApi,
+    /// WatchTasks' feed; stopped at SIGTERM, which ends every stream.
+    feed: Feed,
     lists: ListApi,
     notifications: NotificationApi,
     stats: StatsApi,
@@ -222,17 +225,35 @@ impl Application {
             None => None,
         };
         let peers = Arc::new(DaprPeers::new(config.sidecar.connect_lazy()?));
+        let feed_wake = Arc::new(Notify::new());
         let store = Arc::new(
             SeaTaskStore::new(db.clone(), wake)
+                .with_feed_wake(feed_wake.clone())
                 .with_task_quota(config.limits.max_tasks_per_user)
                 .with_max_event_bytes(config.outbox.max_batch_bytes),
+        );
+        // WatchTasks: this replica's reader of the shared outbox, woken by its commits.
+        let feed = Feed::start(
+            db.reader.clone(),
+            store.clone(),
+            feed_wake,
+            config.watch.feed.clone(),
+        )
+        .await
+        .map_err(|err| StartError::Database(err.0))?;
+        let watches = Watches::new(
+            feed.clone(),
+            ResumeTokens::new(&config.page_token_key()),
+            config.watch.keepalive,
         );
         Ok(Self {
             listener,
             addr,
             db,
             lists: ListApi::new(store.clone()),
-            api: TaskApi::new(store, PageTokens::new(&config.page_token_key())),
+            api: TaskApi::new(store, PageTokens::new(&config.page_token_key()))
+                .with_watches(watches),
+            feed,
             notifications: NotificationApi::new(peers.clone()),
             stats: StatsApi::new(peers),
             gate,
@@ -317,10 +338,14 @@ impl Application {
         }));
 
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let feed = self.feed.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
             mark_not_serving(&health).await;
+            // Streams would otherwise hold the drain until its deadline: each ends now,
+            // UNAVAILABLE, and its client resumes elsewhere with its last token.
+            feed.stop();
             let _ = draining_tx.send(());
         };
         let mut builder = Server::builder();
@@ -374,6 +399,7 @@ impl Application {
         };
         // The relay finishes its batch; what it has not marked goes out after a restart.
         let _ = stop_tx.send(true);
+        self.feed.stop();
         if tokio::time::timeout(Duration::from_secs(5), relay)
             .await
             .is_err()

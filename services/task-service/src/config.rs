@@ -12,6 +12,7 @@ use taskmesh_shared::events::TASK_EVENTS_TOPIC;
 use taskmesh_shared::sidecar::SidecarConfig;
 use taskmesh_shared::telemetry::TelemetryConfig;
 
+use crate::outbox::feed::FeedSettings;
 use crate::outbox::{LeaseSettings, OutboxSettings};
 
 pub const DEFAULT_PORT: u16 = 50051;
@@ -100,6 +101,8 @@ pub struct Config {
     /// Topic of the task events (`TASKMESH_TOPIC_TASK_EVENTS`).
     pub events_topic: String,
     pub outbox: OutboxSettings,
+    /// WatchTasks (`TASKMESH_WATCH_*`).
+    pub watch: WatchConfig,
     /// The token our sidecar presents (`APP_API_TOKEN`); enables calls on behalf of users
     /// from `trusted_callers`.
     pub app_api_token: Option<SecretString>,
@@ -239,6 +242,8 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let limits = limits(env)?;
+        let watch = watch_config(env, &limits)?;
         Ok(Self {
             listen: SocketAddr::new(host, port),
             database_url,
@@ -250,7 +255,8 @@ impl Config {
                 .map(|_| config::parse_or(env, "TASKMESH_HEALTH_PORT", 0u16))
                 .transpose()?
                 .map(|port| SocketAddr::new(host, port)),
-            limits: limits(env)?,
+            limits,
+            watch,
             telemetry: TelemetryConfig::from_env(env)?,
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             metrics_listen: SocketAddr::new(host, metrics_port),
@@ -443,6 +449,62 @@ fn limits(env: &dyn Source) -> Result<Limits, ConfigError> {
         )?)
         .unwrap_or(usize::MAX),
         max_tasks_per_user: positive("TASKMESH_MAX_TASKS_PER_USER", defaults.max_tasks_per_user)?,
+    })
+}
+
+/// How WatchTasks streams (`outbox::feed`, `api::watch`).
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub feed: FeedSettings,
+    /// A keep-alive after this long without a message (`TASKMESH_WATCH_KEEPALIVE_SECS`).
+    pub keepalive: Duration,
+}
+
+fn watch_config(env: &dyn Source, limits: &Limits) -> Result<WatchConfig, ConfigError> {
+    let within = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
+        let value: u64 = config::parse_or(env, name, default)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::invalid(
+                name,
+                value.to_string(),
+                format!("must be {} to {}", range.start(), range.end()),
+            ))
+        }
+    };
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    // A transaction holding an outbox seq ends within the request deadline (the handler,
+    // and its transaction, are dropped then) plus a statement's time for its COMMIT.
+    let default_grace =
+        limits.request_timeout + limits.db_statement_timeout + Duration::from_secs(10);
+    let grace_ms: u64 =
+        config::parse_or(env, "TASKMESH_WATCH_GAP_GRACE_MS", millis(default_grace))?;
+    if grace_ms <= millis(limits.db_statement_timeout) {
+        return Err(ConfigError::invalid(
+            "TASKMESH_WATCH_GAP_GRACE_MS",
+            grace_ms.to_string(),
+            "must be longer than TASKMESH_DB_STATEMENT_TIMEOUT_MS (and should exceed \
+             TASKMESH_REQUEST_TIMEOUT_MS too), or a late commit could be missed",
+        ));
+    }
+    Ok(WatchConfig {
+        feed: FeedSettings {
+            poll_interval: Duration::from_millis(within(
+                "TASKMESH_WATCH_POLL_MS",
+                50,
+                10..=10_000,
+            )?),
+            gap_grace: Duration::from_millis(grace_ms),
+            buffer: usize::try_from(within("TASKMESH_WATCH_BUFFER", 1000, 1..=100_000)?)
+                .unwrap_or(1000),
+            membership_refresh: Duration::from_millis(within(
+                "TASKMESH_WATCH_MEMBERSHIP_REFRESH_MS",
+                1000,
+                100..=60_000,
+            )?),
+        },
+        keepalive: Duration::from_secs(within("TASKMESH_WATCH_KEEPALIVE_SECS", 20, 1..=3600)?),
     })
 }
 

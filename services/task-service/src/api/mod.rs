@@ -10,6 +10,7 @@ mod notifications;
 mod page_token;
 mod rate_limit;
 mod stats;
+mod watch;
 
 use std::sync::Arc;
 
@@ -27,17 +28,30 @@ pub use notifications::NotificationApi;
 pub use page_token::PageTokens;
 pub use rate_limit::RateLimiter;
 pub use stats::StatsApi;
+pub use watch::{ResumeTokens, WatchStream, Watches};
 
 /// The handlers hold only their injected dependencies.
 #[derive(Clone)]
 pub struct TaskApi {
     store: Arc<dyn TaskStore>,
     page_tokens: PageTokens,
+    /// WatchTasks; unset, it answers UNIMPLEMENTED.
+    watches: Option<Watches>,
 }
 
 impl TaskApi {
     pub fn new(store: Arc<dyn TaskStore>, page_tokens: PageTokens) -> Self {
-        Self { store, page_tokens }
+        Self {
+            store,
+            page_tokens,
+            watches: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_watches(mut self, watches: Watches) -> Self {
+        self.watches = Some(watches);
+        self
     }
 
     async fn change(
@@ -196,15 +210,22 @@ impl pb::task_service_server::TaskService for TaskApi {
         Ok(Response::new(pb::DeleteTaskResponse {}))
     }
 
-    type WatchTasksStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<pb::WatchTasksResponse, Status>> + Send>,
-    >;
+    type WatchTasksStream = WatchStream;
 
+    /// Returns once the watch is checked and registered; the stream then lives on its own
+    /// task, outside the gate's deadline (see `watch`).
     #[tracing::instrument(name = "WatchTasks", skip_all, fields(user))]
     async fn watch_tasks(
         &self,
-        _request: Request<pb::WatchTasksRequest>,
+        request: Request<pb::WatchTasksRequest>,
     ) -> Result<Response<Self::WatchTasksStream>, Status> {
-        Err(Status::unimplemented("WatchTasks is not implemented yet"))
+        let user = auth::caller(&request)?;
+        tracing::Span::current().record("user", user.as_str());
+        let watches = self
+            .watches
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("WatchTasks is not served here"))?;
+        let stream = watches.watch(user.as_str(), request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 }

@@ -5,6 +5,7 @@
 //! replica publishes). The adapters are sea-orm, the Dapr generated client and a
 //! PostgreSQL advisory lock; unit tests use fakes.
 
+pub mod feed;
 pub mod leader;
 mod metrics;
 mod publisher;

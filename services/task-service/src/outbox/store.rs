@@ -118,6 +118,7 @@ impl OutboxStore for SeaOutbox {
     /// statement could outlast the database's statement timeout, and would hold its locks
     /// for as long.
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.record_pruned_horizon(before).await?;
         let mut total = 0;
         loop {
             let batch = sea_orm::sea_query::Query::select()
@@ -156,6 +157,42 @@ impl OutboxStore for SeaOutbox {
             oldest: row.oldest.and_then(DateTime::from_timestamp_micros),
             parked,
         }))
+    }
+}
+
+impl SeaOutbox {
+    /// Raises `outbox_horizon.pruned_seq` to the highest seq the prune of rows published
+    /// before `before` will delete, before deleting them: a watcher's resume token that
+    /// has not seen a seq at or below it answers OUT_OF_RANGE (`outbox::feed`) instead of
+    /// missing a change. The set cannot grow meanwhile (`before` is in the past, and a new
+    /// publication is dated now), and a failed delete only leaves the horizon high, which
+    /// errs on the side of OUT_OF_RANGE.
+    async fn record_pruned_horizon(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        use sea_orm::{ConnectionTrait, Statement};
+        let backend = self.db.get_database_backend();
+        let before = before.timestamp_micros();
+        let highest = self
+            .db
+            .query_one_raw(Statement::from_string(
+                backend,
+                format!("SELECT MAX(seq) AS n FROM outbox WHERE published_at < {before}"),
+            ))
+            .await?
+            .map(|row| row.try_get::<Option<i64>>("", "n"))
+            .transpose()?
+            .flatten();
+        if let Some(highest) = highest {
+            self.db
+                .execute_raw(Statement::from_string(
+                    backend,
+                    format!(
+                        "UPDATE outbox_horizon SET pruned_seq = {highest} \
+                         WHERE id = 1 AND pruned_seq < {highest}"
+                    ),
+                ))
+                .await?;
+        }
+        Ok(())
     }
 }
 

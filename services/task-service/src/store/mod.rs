@@ -6,6 +6,7 @@ mod entity;
 mod list_entity;
 mod lists;
 pub mod migration;
+mod migration_watch;
 pub(crate) mod outbox_entity;
 pub(crate) mod outbox_parked_entity;
 mod sea;

@@ -37,6 +37,8 @@ pub struct SeaTaskStore {
     reads: ReadBatcher,
     /// Wakes the outbox relay after each commit that wrote an event.
     outbox_wake: Arc<Notify>,
+    /// Wakes the watch feed (`outbox::feed`) likewise: a `Notify` wakes one waiter.
+    feed_wake: Option<Arc<Notify>>,
     /// Tasks one owner may have.
     max_tasks_per_owner: u64,
     /// What each owner had at their last count, plus what this process created since.
@@ -55,10 +57,25 @@ impl SeaTaskStore {
             reads: ReadBatcher::spawn(db.batch_reader.clone()),
             db,
             outbox_wake,
+            feed_wake: None,
             max_tasks_per_owner: u64::MAX,
             owned: Arc::default(),
             max_event_bytes: usize::MAX,
             defaults_made: Arc::default(),
+        }
+    }
+
+    /// Wakes `wake` too after each commit that wrote an event (the watch feed's poller).
+    #[must_use]
+    pub fn with_feed_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.feed_wake = Some(wake);
+        self
+    }
+
+    fn wake_readers(&self) {
+        self.outbox_wake.notify_one();
+        if let Some(wake) = &self.feed_wake {
+            wake.notify_one();
         }
     }
 
@@ -242,13 +259,13 @@ impl SeaTaskStore {
                 .await?;
             txn.commit().await?;
         }
-        self.outbox_wake.notify_one();
+        self.wake_readers();
         Ok(())
     }
 
     pub(super) async fn commit(&self, txn: DatabaseTransaction) -> Result<(), ApiError> {
         txn.commit().await.map_err(db_error)?;
-        self.outbox_wake.notify_one();
+        self.wake_readers();
         Ok(())
     }
 

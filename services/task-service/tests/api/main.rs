@@ -16,3 +16,4 @@ mod migration;
 mod outbox;
 mod reflection;
 mod validation;
+mod watch;
