@@ -6,10 +6,12 @@ mod entity;
 mod list_entity;
 mod lists;
 pub mod migration;
+mod migration_search;
 mod migration_watch;
 pub(crate) mod outbox_entity;
 pub(crate) mod outbox_parked_entity;
 mod sea;
+mod search;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

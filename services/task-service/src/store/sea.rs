@@ -21,6 +21,7 @@ use super::access;
 use super::batch::ReadBatcher;
 use super::entity::{ActiveModel, Column, Entity, Model};
 use super::outbox_entity;
+use super::search::{self, Search};
 use super::{Database, TaskStore};
 use crate::domain::{
     Change, ChangeKind, ListQuery, NewTask, OrderBy, Priority, StatusFilter, Task,
@@ -342,11 +343,11 @@ impl TaskStore for SeaTaskStore {
 
     async fn list(&self, caller: &str, query: &ListQuery) -> Result<Vec<(Task, i64)>, ApiError> {
         let filter = &query.filter;
-        if filter.query.is_some() {
-            return Err(ApiError::FailedPrecondition(
-                "search is not available yet".into(),
-            ));
-        }
+        let search = filter
+            .query
+            .as_deref()
+            .map(|text| Search::new(self.db.reader.get_database_backend(), text))
+            .transpose()?;
         let lists = match filter.list_id {
             Some(list) => {
                 access::require(&self.db.reader, list, caller).await?;
@@ -391,12 +392,29 @@ impl TaskStore for SeaTaskStore {
                     .like(LikeExpr::new(pattern).escape('\\')),
             );
         }
+        // Relevance is the rank of the search; the other orders are columns.
+        let rank = match (&search, filter.order_by) {
+            (Some(search), OrderBy::Relevance) => Some(search.rank()),
+            (None, OrderBy::Relevance) => {
+                return Err(ApiError::invalid("order_by", "relevance needs a query"));
+            }
+            _ => None,
+        };
+        if let Some(search) = &search {
+            select = search.restrict(select, rank.is_some());
+        }
+        let sort_key = || {
+            rank.clone()
+                .unwrap_or_else(|| sort_key_expr(filter.order_by))
+        };
 
         // Keyset paging on (sort key, id): stable while rows are inserted, unlike OFFSET.
-        let key_descending = (filter.order_by == OrderBy::Priority) != filter.descending;
+        // Priority and relevance put the highest first.
+        let key_descending =
+            matches!(filter.order_by, OrderBy::Priority | OrderBy::Relevance) != filter.descending;
         let id_descending = filter.descending;
         if let Some(after) = query.after {
-            let key = sort_key_expr(filter.order_by);
+            let key = sort_key();
             let id = after.id.to_string();
             let key_after = if key_descending {
                 key.clone().lt(after.key)
@@ -415,10 +433,23 @@ impl TaskStore for SeaTaskStore {
             );
         }
         let direction = |descending| if descending { Order::Desc } else { Order::Asc };
-        select
-            .order_by(sort_key_expr(filter.order_by), direction(key_descending))
+        let select = select
+            .order_by(sort_key(), direction(key_descending))
             .order_by(Column::Id, direction(id_descending))
-            .limit(u64::from(query.page_size) + 1)
+            .limit(u64::from(query.page_size) + 1);
+        // A rank is no column of the task: it comes with the row, for the page token.
+        if let Some(rank) = rank {
+            return select
+                .expr_as(rank, search::RANK_ALIAS)
+                .into_model::<search::Ranked>()
+                .all(&self.db.reader)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|row| Ok((to_task(row.model)?, row.rank)))
+                .collect();
+        }
+        select
             .all(&self.db.reader)
             .await
             .map_err(db_error)?
@@ -586,7 +617,7 @@ fn sort_key_expr(order: OrderBy) -> Expr {
     match order {
         OrderBy::CreateTime => Expr::col((Entity, Column::CreatedAt)),
         OrderBy::Priority => Expr::col((Entity, Column::Priority)),
-        // Refused by `list` until search is wired in.
+        // The search's rank (`search::Search::rank`), which `list` uses instead.
         OrderBy::Relevance => Expr::col((Entity, Column::CreatedAt)),
         // Tasks without a due time sort after every dated task.
         OrderBy::DueTime => {
