@@ -93,7 +93,11 @@ impl TaskCreator for DaprTaskCreator {
 /// refused can never succeed. A token, an access policy or an app id that the other side
 /// does not know yet is what a roll-out looks like for a minute (UNAUTHENTICATED,
 /// PERMISSION_DENIED, NOT_FOUND from the sidecar): retried, so a roll-out mistake delays
-/// completions instead of dead-lettering every one of them.
+/// completions instead of dead-lettering every one of them. task-service gives the same
+/// NOT_FOUND (or PERMISSION_DENIED) when the owner can no longer create in the completed
+/// task's list; retried too, then kept as a dead letter to replay once the owner's rights
+/// are back (we cannot tell it from a roll-out mistake, and guessing another list would
+/// put the task where its members do not look).
 fn classify(status: &tonic::Status) -> CreateError {
     let reason = format!("{:?}: {}", status.code(), status.message());
     match status.code() {

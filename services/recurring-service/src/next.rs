@@ -20,7 +20,14 @@ pub struct NextTask {
 pub struct Invalid(String);
 
 /// The next occurrence of the completed task in `event`; `None` when the task does not
-/// recur or its series has ended.
+/// recur or its series has ended. It is created for the same owner, in the same list, for
+/// the same assignee. When the owner can no longer create in that list (removed from it,
+/// made a viewer, the list deleted), task-service answers NOT_FOUND or PERMISSION_DENIED:
+/// `creator.rs` retries those like any roll-out mistake, then the completion goes to the
+/// dead-letter topic, where an operator replays it once the owner has their rights back
+/// (or discards it). An assignee no longer a member is refused (INVALID_ARGUMENT), also
+/// kept as a dead letter. Events written before lists existed name no list: the
+/// owner's default list then.
 pub fn next_task(event: &TaskEventData) -> Result<Option<NextTask>, Invalid> {
     let task = &event.task;
     let Some(rule) = task.recurrence.as_deref() else {
@@ -64,6 +71,8 @@ pub fn next_task(event: &TaskEventData) -> Result<Option<NextTask>, Invalid> {
             // One successor per occurrence: a redelivered completion, or a task completed,
             // reopened and completed again, returns the task the first call created.
             request_id: Some(format!("recurrence-of:{}", task.id)),
+            list_id: task.list_id.map(|list| list.to_string()),
+            assignee_id: task.assignee_id.clone(),
         },
     }))
 }
@@ -96,11 +105,16 @@ pub(crate) mod tests {
                 create_time: at("2026-11-20T08:00:00Z"),
                 update_time: at("2026-11-23T09:00:00Z"),
                 version: 2,
+                list_id: None,
+                assignee_id: None,
             },
             changed_fields: vec!["completed".into()],
             version: 2,
             owner_id: "alice".into(),
             occurred_at: at("2026-11-23T09:00:00Z"),
+            actor_id: None,
+            previous_list_id: None,
+            previous_assignee_id: None,
         }
     }
 
@@ -125,6 +139,25 @@ pub(crate) mod tests {
             r.request_id,
             Some(format!("recurrence-of:{}", event.task.id))
         );
+        // Written before lists: no list (the owner's default one), no assignee.
+        assert_eq!(
+            (r.list_id.as_deref(), r.assignee_id.as_deref()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn the_next_occurrence_stays_in_the_list_with_the_assignee() {
+        let mut event = completed(Some("FREQ=DAILY"), None);
+        let list = Uuid::now_v7();
+        event.task.list_id = Some(list);
+        event.task.assignee_id = Some("bob".into());
+        event.actor_id = Some("bob".into());
+        let next = next_task(&event).unwrap().unwrap();
+        // Created for the owner, who may create in the list; bob is still to do it.
+        assert_eq!(next.owner_id, "alice");
+        assert_eq!(next.request.list_id, Some(list.to_string()));
+        assert_eq!(next.request.assignee_id.as_deref(), Some("bob"));
     }
 
     #[test]
