@@ -1,5 +1,6 @@
 //! Task events: keep the task record (once per version), add the notification the change
-//! deserves, and move the task's reminder job.
+//! deserves, and move the task's reminder job. Both go to the task's recipient as the
+//! event shows it: its assignee, or its owner when there is none.
 
 use std::sync::Arc;
 
@@ -57,11 +58,22 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
         if event.owner_id.is_empty() || event.task.owner_id != event.owner_id {
             return Outcome::Drop(format!("event {} has no consistent owner_id", delivery.id));
         }
-        // One bulk read for the three records an event may touch.
+        // A user id as task-service accepts one (a record key is made of it).
+        if let Some(assignee) = &event.task.assignee_id
+            && (assignee.is_empty() || assignee.chars().count() > 128)
+        {
+            return Outcome::Drop(format!(
+                "event {}: assignee_id must be 1 to 128 characters",
+                delivery.id
+            ));
+        }
+        let recipient = event.task.recipient();
+        // One bulk read for the three records an event may touch. The preferences are the
+        // recipient's as of this event; for an older event (which moves no job) unused.
         let keys = [
             task_key(event.task.id),
-            inbox_key(&event.owner_id),
-            prefs_key(&event.owner_id),
+            inbox_key(recipient),
+            prefs_key(recipient),
         ];
         let [task, inbox, prefs] = match self.reminders.records().prefetch(&keys).await {
             Ok(found) => match <[_; 3]>::try_from(found) {
@@ -82,7 +94,7 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
         if let Some(notification) = notification_for(self.kind, &event, &delivery.id)
             && let Err(err) = self
                 .reminders
-                .notify_seeded(&event.owner_id, notification, Some(inbox))
+                .notify_seeded(recipient, notification, Some(inbox))
                 .await
         {
             return Outcome::Retry(err.to_string());
@@ -129,8 +141,18 @@ impl<S: StateStore> TopicHandler for TaskEventConsumer<S> {
     }
 }
 
+/// Whether the change gave the task to another recipient (assigned, reassigned, or
+/// unassigned: back to the owner).
+fn reassigned(event: &TaskEventData) -> bool {
+    let previous = event
+        .previous_assignee_id
+        .as_deref()
+        .unwrap_or(&event.owner_id);
+    event.changed_fields.iter().any(|f| f == "assignee_id") && previous != event.task.recipient()
+}
+
 /// The notification a change deserves, if any; its id is the event's, so a redelivery
-/// adds nothing.
+/// adds nothing. It goes to the recipient the event shows.
 pub fn notification_for(
     kind: TaskEventKind,
     event: &TaskEventData,
@@ -141,6 +163,15 @@ pub fn notification_for(
     let when = |due| local_time(due, task.time_zone.as_deref());
     let (kind, message, due_time) = match kind {
         TaskEventKind::Created if open => {
+            let due = task.due_time?;
+            (
+                NotificationKind::DueTimeSet,
+                format!("{} is due {}", task.title, when(due)),
+                Some(due),
+            )
+        }
+        // Given to someone else: the new recipient learns when it is due.
+        TaskEventKind::Updated if open && reassigned(event) => {
             let due = task.due_time?;
             (
                 NotificationKind::DueTimeSet,

@@ -11,6 +11,10 @@ use uuid::Uuid;
 pub struct TaskRecord {
     pub task_id: Uuid,
     pub owner_id: String,
+    /// Who the task is assigned to; reminders go to them, to the owner when there is none
+    /// (and in records written before assignees existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_id: Option<String>,
     pub title: String,
     /// The version of the newest event applied: older or equal ones change nothing.
     pub version: i64,
@@ -37,20 +41,36 @@ pub struct Action {
 }
 
 impl TaskRecord {
-    /// The record after `event`, keeping what was already sent.
+    /// The record after `event`, keeping what was already sent to the same recipient. A
+    /// task given to someone else owes its reminders to them: what the previous recipient
+    /// was sent does not count for the new one (the task has one job, so the previous one
+    /// gets nothing more).
     pub fn after(previous: Option<&Self>, kind: TaskEventKind, event: &TaskEventData) -> Self {
         let task = &event.task;
+        let kept = previous.filter(|p| p.recipient() == task.recipient());
         Self {
             task_id: task.id,
             owner_id: event.owner_id.clone(),
+            assignee_id: task.assignee_id.clone(),
             title: task.title.clone(),
             version: event.version,
             due_time: task.due_time,
             time_zone: task.time_zone.clone(),
             active: kind != TaskEventKind::Deleted && !task.completed,
-            reminded_due: previous.and_then(|p| p.reminded_due),
-            overdue_due: previous.and_then(|p| p.overdue_due),
+            reminded_due: kept.and_then(|p| p.reminded_due),
+            overdue_due: kept.and_then(|p| p.overdue_due),
         }
+    }
+
+    /// Who the reminders go to: the assignee, or the owner.
+    pub fn recipient(&self) -> &str {
+        self.assignee_id.as_deref().unwrap_or(&self.owner_id)
+    }
+
+    /// The id of `action`'s reminder for this task's recipient (see `reminder_id`).
+    pub fn reminder_id(&self, action: Action) -> String {
+        let to = (self.recipient() != self.owner_id).then(|| self.recipient());
+        reminder_id(action.kind, self.task_id, action.due, to)
     }
 
     /// The reminder this task is owed next, if any. A due-soon reminder that could only
@@ -100,10 +120,23 @@ pub fn task_of_job(name: &str) -> Option<Uuid> {
     name.strip_prefix(JOB_PREFIX)?.parse().ok()
 }
 
-/// A stable id for one reminder of one due time: the same reminder fired twice (the
-/// scheduler delivers at least once) has the same notification and event id.
-pub fn reminder_id(kind: ReminderKind, task_id: Uuid, due: DateTime<Utc>) -> String {
-    let name = format!("{}:{task_id}:{}", kind.event_type(), due.timestamp_millis());
+/// A stable id for one reminder of one due time to one recipient: the same reminder fired
+/// twice (the scheduler delivers at least once) has the same notification and event id,
+/// and the e-mail and webhook claims are made under it. `assignee`: the recipient when it
+/// is not the owner, so that a task given to someone else owes them their own reminder
+/// (the owner's keeps the id it had before assignees existed: a reminder in flight across
+/// the upgrade is not sent twice).
+pub fn reminder_id(
+    kind: ReminderKind,
+    task_id: Uuid,
+    due: DateTime<Utc>,
+    assignee: Option<&str>,
+) -> String {
+    let mut name = format!("{}:{task_id}:{}", kind.event_type(), due.timestamp_millis());
+    if let Some(assignee) = assignee {
+        name.push(':');
+        name.push_str(assignee);
+    }
     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
 }
 
@@ -121,6 +154,7 @@ mod tests {
         TaskRecord {
             task_id: Uuid::nil(),
             owner_id: "alice".into(),
+            assignee_id: None,
             title: "Pay rent".into(),
             version: 1,
             due_time: due.map(at),
@@ -174,9 +208,51 @@ mod tests {
         assert_eq!(task_of_job(&job_name(id)), Some(id));
         assert_eq!(task_of_job("other-job"), None);
         assert_eq!(task_of_job("reminder-not-a-uuid"), None);
-        let a = reminder_id(ReminderKind::DueSoon, id, at(0));
-        assert_eq!(a, reminder_id(ReminderKind::DueSoon, id, at(0)));
-        assert_ne!(a, reminder_id(ReminderKind::Overdue, id, at(0)));
-        assert_ne!(a, reminder_id(ReminderKind::DueSoon, id, at(1)));
+        let a = reminder_id(ReminderKind::DueSoon, id, at(0), None);
+        assert_eq!(a, reminder_id(ReminderKind::DueSoon, id, at(0), None));
+        assert_ne!(a, reminder_id(ReminderKind::Overdue, id, at(0), None));
+        assert_ne!(a, reminder_id(ReminderKind::DueSoon, id, at(1), None));
+        assert_ne!(
+            a,
+            reminder_id(ReminderKind::DueSoon, id, at(0), Some("bob"))
+        );
+        // The owner's reminder keeps the id earlier versions gave it.
+        let name = format!(
+            "taskmesh.task.due_soon.v1:{id}:{}",
+            at(0).timestamp_millis()
+        );
+        assert_eq!(
+            a,
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+        );
+    }
+
+    #[test]
+    fn a_new_recipient_is_owed_the_reminders_the_previous_one_was_sent() {
+        let mut sent = record(Some(3600));
+        sent.reminded_due = sent.due_time;
+        sent.overdue_due = sent.due_time;
+        let event = |assignee: Option<&str>| {
+            let json = serde_json::json!({
+                "task": {"id": Uuid::nil(), "owner_id": "alice", "title": "Pay rent",
+                    "description": "", "priority": "high", "tags": [],
+                    "due_time": at(3600), "completed": false,
+                    "create_time": at(0), "update_time": at(0), "version": 2,
+                    "assignee_id": assignee},
+                "changed_fields": ["assignee_id"], "version": 2, "owner_id": "alice",
+                "occurred_at": at(0)
+            });
+            serde_json::from_value::<TaskEventData>(json).unwrap()
+        };
+        // Still alice's (unassigned, or assigned to her): nothing owed again.
+        for same in [None, Some("alice")] {
+            let next = TaskRecord::after(Some(&sent), TaskEventKind::Updated, &event(same));
+            assert_eq!(next.next_action(at(0), LEAD), None, "{same:?}");
+        }
+        let bobs = TaskRecord::after(Some(&sent), TaskEventKind::Updated, &event(Some("bob")));
+        assert_eq!(bobs.recipient(), "bob");
+        let owed = bobs.next_action(at(0), LEAD).unwrap();
+        assert_eq!(owed.kind, ReminderKind::DueSoon);
+        assert_ne!(bobs.reminder_id(owed), sent.reminder_id(owed));
     }
 }

@@ -1,6 +1,8 @@
-//! Reminders: one Jobs API job per task, rescheduled whenever the task or its owner's
-//! preferences say so. A job carries no decision: when it fires, the handler reads the
-//! task record and the preferences again, so a stale or early job does no harm.
+//! Reminders: one Jobs API job per task, rescheduled whenever the task or its recipient's
+//! preferences say so. The recipient is the task's assignee, or its owner when there is
+//! none. A job carries no decision: when it fires, the handler reads the task record and
+//! the recipient's preferences again, so a stale or early job does no harm, and a task
+//! given to someone else meanwhile reminds the new recipient, never the previous one.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -18,7 +20,7 @@ use crate::metrics::{KindLabel, Metrics};
 use crate::ports::{JobScheduler, Outbound, PortError};
 use crate::prefs::{Preferences, webhook_path};
 use crate::records::{Change, RecordError, Records, inbox_key, prefs_key, task_key};
-use crate::reminder::{Action, TaskRecord, reminder_id, task_of_job};
+use crate::reminder::{Action, TaskRecord, task_of_job};
 
 /// A job firing this much before its time is early (clock skew): it is put back.
 const EARLY_TOLERANCE: Duration = Duration::seconds(1);
@@ -120,8 +122,8 @@ impl<S: StateStore> Reminders<S> {
     }
 
     /// Schedules the job for `record`'s next reminder, or cancels it when there is none
-    /// (`had_job`: a job may exist from an earlier state); `prefs` are the owner's, which
-    /// every caller has read already. Idempotent.
+    /// (`had_job`: a job may exist from an earlier state); `prefs` are the recipient's,
+    /// which every caller has read already. Idempotent.
     pub async fn sync(
         &self,
         record: &TaskRecord,
@@ -142,7 +144,7 @@ impl<S: StateStore> Reminders<S> {
         let Some(record) = self.records.read::<TaskRecord>(&task_key(task_id)).await? else {
             return Ok(());
         };
-        let prefs = self.preferences(&record.owner_id).await?;
+        let prefs = self.preferences(record.recipient()).await?;
         let lead = prefs.lead(self.settings.default_lead);
         let Some(action) = record.next_action(now, lead) else {
             return Ok(());
@@ -208,13 +210,15 @@ impl<S: StateStore> Reminders<S> {
         lead: Duration,
         now: DateTime<Utc>,
     ) -> Result<(), ReminderError> {
-        let id = reminder_id(action.kind, record.task_id, action.due);
+        let id = record.reminder_id(action);
         let event = ReminderEvent::reminder(
             action.kind,
             id.clone(),
             ReminderData {
                 task_id: record.task_id,
-                owner_id: record.owner_id.clone(),
+                // The user the reminder is for (docs/events.md): the owner unless the task
+                // is assigned to someone else.
+                owner_id: record.recipient().to_owned(),
                 title: record.title.clone(),
                 due_time: action.due,
                 time_zone: record.time_zone.clone(),
@@ -237,7 +241,7 @@ impl<S: StateStore> Reminders<S> {
             ),
         };
         self.notify(
-            &record.owner_id,
+            record.recipient(),
             Notification {
                 id: id.clone(),
                 kind,

@@ -220,6 +220,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
         "muted",
         "task",
         "owner_id",
+        "assignee_id",
         "due_time",
         "version",
     ];
@@ -384,17 +385,25 @@ fn arb_task_data() -> impl Strategy<Value = TaskEventData> {
             option::of(arb_zone()),
             option::of(arb_rule()),
             any::<bool>(),
+            (option::of(select(USERS)), option::of(select(USERS))),
         ),
         (option::of(arb_time()), arb_time(), 0i64..6, arb_time()),
         vec(
-            select(vec!["title", "due_time", "completed", "tags"]).prop_map(str::to_owned),
+            select(vec![
+                "title",
+                "due_time",
+                "completed",
+                "tags",
+                "assignee_id",
+            ])
+            .prop_map(str::to_owned),
             0..3,
         ),
     )
         .prop_map(
             |(
                 (task, owner, title, due_time),
-                (time_zone, recurrence, completed),
+                (time_zone, recurrence, completed, (assignee, previous_assignee)),
                 (completed_time, create_time, version, occurred_at),
                 changed_fields,
             )| TaskEventData {
@@ -413,11 +422,16 @@ fn arb_task_data() -> impl Strategy<Value = TaskEventData> {
                     create_time,
                     update_time: create_time,
                     version,
+                    list_id: None,
+                    assignee_id: assignee.map(str::to_owned),
                 },
                 changed_fields,
                 version,
                 owner_id: owner.to_owned(),
                 occurred_at,
+                actor_id: assignee.or(Some(owner)).map(str::to_owned),
+                previous_list_id: None,
+                previous_assignee_id: previous_assignee.map(str::to_owned),
             },
         )
 }
@@ -443,6 +457,7 @@ fn arb_event_data() -> impl Strategy<Value = Vec<u8>> {
         "/task/time_zone",
         "/task/recurrence",
         "/task/completed",
+        "/task/assignee_id",
         "/changed_fields",
         "/version",
         "/owner_id",

@@ -117,11 +117,16 @@ fn task(id: Uuid, version: i64, due: Option<DateTime<Utc>>) -> TaskEventData {
             create_time: now,
             update_time: now,
             version,
+            list_id: None,
+            assignee_id: None,
         },
         changed_fields: vec!["title".into(), "due_time".into()],
         version,
         owner_id: "alice".into(),
         occurred_at: now,
+        actor_id: None,
+        previous_list_id: None,
+        previous_assignee_id: None,
     }
 }
 
@@ -585,4 +590,141 @@ async fn methods_validate_and_page() {
         .await
         .unwrap();
     assert_eq!(again["deleted"], false);
+}
+
+/// `task`, assigned to `assignee` by a change of its assignee (`from`: the one before).
+fn assigned(
+    id: Uuid,
+    version: i64,
+    due: Option<DateTime<Utc>>,
+    assignee: &str,
+    from: Option<&str>,
+) -> TaskEventData {
+    let mut event = task(id, version, due);
+    event.task.assignee_id = Some(assignee.into());
+    event.changed_fields = vec!["assignee_id".into()];
+    event.previous_assignee_id = from.map(str::to_owned);
+    event.actor_id = Some("alice".into());
+    event
+}
+
+/// alice's task, reminded to her, is given to bob: the job moves to bob's lead time, and
+/// what fires from then on goes to bob (inbox, e-mail, the `task-reminders` event), once
+/// under redeliveries, never again to alice, and not back to her by a late older event.
+#[tokio::test]
+async fn a_reassigned_task_reminds_its_new_assignee_once_and_not_the_previous_one() {
+    let h = harness();
+    h.mail_and_webhook_for_alice().await;
+    h.call(
+        "preferences/set",
+        json!({"user_id": "bob", "preferences": {"email": "bob@example.com",
+            "lead_time_secs": 3600}}),
+    )
+    .await
+    .unwrap();
+    let id = Uuid::now_v7();
+    let due = Utc::now() + Duration::minutes(30);
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
+        .await;
+    assert_eq!(h.jobs.at(&job_name(id)), Some(due - Duration::minutes(15)));
+
+    let to_bob = assigned(id, 2, Some(due), "bob", None);
+    for _ in 0..3 {
+        assert_eq!(
+            h.deliver(TaskEventKind::Updated, "e2", &to_bob).await,
+            Outcome::Success
+        );
+    }
+    // bob's lead time (an hour): due now.
+    assert_eq!(h.jobs.at(&job_name(id)), Some(due - Duration::hours(1)));
+    // The creation redelivered late changes nothing (version 1 < 2).
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
+        .await;
+    assert_eq!(h.jobs.at(&job_name(id)), Some(due - Duration::hours(1)));
+
+    h.reminders.fire(id).await.unwrap();
+    h.reminders.fire(id).await.unwrap();
+    let published = h.out.published.lock().unwrap().clone();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].data.owner_id, "bob");
+    let emails = h.out.emails.lock().unwrap().clone();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert_eq!(emails[0].0, "bob@example.com");
+    assert!(h.out.webhooks.lock().unwrap().is_empty(), "alice's webhook");
+    let kinds = |inbox: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        inbox.iter().map(|n| n["kind"].clone()).collect()
+    };
+    assert_eq!(
+        kinds(h.inbox("bob").await),
+        [json!("due_soon"), json!("due_time_set")]
+    );
+    assert_eq!(kinds(h.inbox("alice").await), [json!("due_time_set")]);
+    // Next: bob's overdue notice at the due time.
+    assert_eq!(h.jobs.at(&job_name(id)), Some(due));
+}
+
+/// A due-soon reminder sent to alice does not settle bob's: given the task after it, bob
+/// gets his own (another id, so alice's e-mail claim does not hold his back); given back
+/// to alice, she gets nothing twice.
+#[tokio::test]
+async fn a_reminder_sent_before_the_reassignment_is_owed_again_to_the_new_assignee() {
+    let h = harness();
+    h.mail_and_webhook_for_alice().await;
+    h.call(
+        "preferences/set",
+        json!({"user_id": "bob", "preferences": {"email": "bob@example.com"}}),
+    )
+    .await
+    .unwrap();
+    let id = Uuid::now_v7();
+    let due = Utc::now() + Duration::minutes(10);
+    h.deliver(TaskEventKind::Created, "e1", &task(id, 1, Some(due)))
+        .await;
+    h.reminders.fire(id).await.unwrap();
+    h.deliver(
+        TaskEventKind::Updated,
+        "e2",
+        &assigned(id, 2, Some(due), "bob", None),
+    )
+    .await;
+    h.reminders.fire(id).await.unwrap();
+    let back = {
+        let mut back = task(id, 3, Some(due));
+        back.changed_fields = vec!["assignee_id".into()];
+        back.previous_assignee_id = Some("bob".into());
+        back
+    };
+    h.deliver(TaskEventKind::Updated, "e3", &back).await;
+    h.reminders.fire(id).await.unwrap();
+
+    let emails: Vec<String> = h
+        .out
+        .emails
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.0.clone())
+        .collect();
+    assert_eq!(emails, ["alice@example.com", "bob@example.com"]);
+    let published = h.out.published.lock().unwrap().clone();
+    let to: Vec<&str> = published.iter().map(|e| e.data.owner_id.as_str()).collect();
+    assert_eq!(to, ["alice", "bob", "alice"]);
+    // alice's second one is her first again (same id): kept once in her inbox.
+    assert_eq!(published[0].id, published[2].id);
+    let due_soon =
+        |inbox: Vec<serde_json::Value>| inbox.iter().filter(|n| n["kind"] == "due_soon").count();
+    assert_eq!(due_soon(h.inbox("alice").await), 1);
+    assert_eq!(due_soon(h.inbox("bob").await), 1);
+}
+
+#[tokio::test]
+async fn an_event_with_an_impossible_assignee_is_dropped() {
+    let h = harness();
+    for bad in [String::new(), "b".repeat(129)] {
+        let mut event = task(Uuid::now_v7(), 1, Some(Utc::now() + Duration::hours(1)));
+        event.task.assignee_id = Some(bad);
+        let outcome = h.deliver(TaskEventKind::Created, "p1", &event).await;
+        assert!(matches!(outcome, Outcome::Drop(_)), "{outcome:?}");
+    }
+    assert!(h.store.keys().is_empty());
 }
