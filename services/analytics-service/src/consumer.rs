@@ -1,16 +1,26 @@
-//! Applies task events to the owner's statistics, once per event, at a cost that does not
-//! depend on how many tasks the owner has.
+//! Applies task events to the statistics of the users they count for, once per event and
+//! user, at a cost that does not depend on how many tasks a user has.
 //!
-//! Two kinds of records:
-//! - `task:<id>` (`TaskRecord`): what the task was at the last applied event (version,
-//!   completed, deleted, due time). Kept for good while the task is open; once it is
-//!   completed or deleted it expires `FORGET_AFTER` (30 days) after its last event
+//! An event counts for up to three users (`stats::shares`): the task's owner, the user who
+//! completed it, the user it was assigned to. Each user's share is applied on its own, by
+//! the same design, as if it were an event of that user's: the owner's first, then the
+//! others' (a share the owner's record refuses is not applied for anyone). The delivery
+//! succeeds once every share is counted; a share that fails asks for a redelivery, which
+//! finds the shares already counted counted (below) and applies the rest.
+//!
+//! Records, per user and task:
+//! - `task:<id>` (`TaskRecord`), the owner's: what the task was at the last applied event
+//!   (version, completed, deleted, due time) and the versions whose completion or
+//!   assignment was counted for the owner. Kept for good while the task is open; once it
+//!   is completed or deleted it expires `FORGET_AFTER` (30 days) after its last event
 //!   (`ttlInSeconds`).
+//! - `task:<id>:<user>`, another user's: the versions of the task whose completion or
+//!   assignment was counted for them. Expires `FORGET_AFTER` after its last write.
 //! - `user:<id>` (`Aggregate`): the user's `UserStats` (bounded, see `stats.rs`) and the
 //!   transitions it counted whose task records may not be written yet (`pending`).
 //!
-//! **The aggregate write is the commit point.** An event is counted when the aggregate
-//! that includes it is written; the task record follows. A crash between the two leaves
+//! **The aggregate write is the commit point** of a user's share. A share is counted when
+//! the aggregate that includes it is written; the task record follows. A crash between the two leaves
 //! the aggregate ahead of the task record, and the aggregate says so: it keeps the new
 //! state of every task it counted in `pending` until a later write has seen the task record
 //! hold that version. So whoever decides what an event changes takes a task's prior state
@@ -50,7 +60,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::legacy::{LegacyStats, legacy_key};
-use crate::stats::{TaskState, UserStats};
+use crate::stats::{Share, TaskState, UserStats, shares};
 
 /// Events applied in one aggregate write.
 const MAX_BATCH: usize = 64;
@@ -63,6 +73,16 @@ pub fn user_key(user_id: &str) -> String {
 
 pub fn task_key(task: Uuid) -> String {
     format!("task:{task}")
+}
+
+/// The record of what `user`'s statistics counted of `task`: `task:<id>` for the task's
+/// owner (the key earlier versions wrote), `task:<id>:<user>` for anyone else.
+pub fn record_key(user: &str, task: Uuid, own: bool) -> String {
+    if own {
+        task_key(task)
+    } else {
+        format!("task:{task}:{user}")
+    }
 }
 
 /// `user:<id>`.
@@ -83,24 +103,45 @@ impl From<UserStats> for Aggregate {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Pending {
     #[serde(rename = "t")]
     task: Uuid,
+    /// The user owns the task (its record is `task:<id>`); absent in entries written
+    /// before other users' shares were kept, which were all the owner's.
+    #[serde(rename = "o", default = "own", skip_serializing_if = "is_own")]
+    own: bool,
     #[serde(rename = "s")]
     state: TaskState,
 }
 
-/// `task:<id>`.
+fn own() -> bool {
+    true
+}
+
+fn is_own(own: &bool) -> bool {
+    *own
+}
+
+impl Pending {
+    fn key(&self, user: &str) -> String {
+        record_key(user, self.task, self.own)
+    }
+}
+
+/// `task:<id>` and `task:<id>:<user>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// The user whose statistics the record is of: for `task:<id>`, the task's owner.
     pub owner: String,
     pub state: TaskState,
 }
 
+/// One user's share of one event, waiting in that user's queue.
 struct Job {
     kind: TaskEventKind,
-    data: TaskEventData,
+    data: Arc<TaskEventData>,
+    share: Share,
     done: oneshot::Sender<Outcome>,
 }
 
@@ -131,12 +172,43 @@ impl<S: StateStore> StatsConsumer<S> {
         &self.inner.metrics
     }
 
-    /// Queues the event behind its owner's; the first in line flushes the queue, in a task
-    /// of its own so that a delivery the sidecar gives up on cannot strand the others.
+    /// Applies the owner's share of the event, then the other users' (concurrently): the
+    /// first outcome that is not a success, or success.
     async fn apply(&self, kind: TaskEventKind, data: TaskEventData) -> Outcome {
+        let data = Arc::new(data);
+        let mut shares = shares(kind, &data).into_iter();
+        let Some((owner, share)) = shares.next() else {
+            return Outcome::Success;
+        };
+        let outcome = self.queue(owner, kind, data.clone(), share).await;
+        if outcome != Outcome::Success {
+            return outcome;
+        }
+        let others = shares.map(|(user, share)| self.queue(user, kind, data.clone(), share));
+        futures::future::join_all(others)
+            .await
+            .into_iter()
+            .find(|outcome| *outcome != Outcome::Success)
+            .unwrap_or(Outcome::Success)
+    }
+
+    /// Queues one user's share behind that user's others; the first in line flushes the
+    /// queue, in a task of its own so that a delivery the sidecar gives up on cannot
+    /// strand the others.
+    async fn queue(
+        &self,
+        user: String,
+        kind: TaskEventKind,
+        data: Arc<TaskEventData>,
+        share: Share,
+    ) -> Outcome {
         let (done, outcome) = oneshot::channel();
-        let user = data.owner_id.clone();
-        let job = Job { kind, data, done };
+        let job = Job {
+            kind,
+            data,
+            share,
+            done,
+        };
         let first = {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
             match queues.get_mut(&user) {
@@ -176,8 +248,10 @@ impl<S: StateStore> Inner<S> {
                 queue.drain(..n).collect()
             };
             let span = tracing::debug_span!("flush", user = %user, events = batch.len());
-            let events: Vec<(TaskEventKind, &TaskEventData)> =
-                batch.iter().map(|job| (job.kind, &job.data)).collect();
+            let events: Vec<(TaskEventKind, &TaskEventData, Share)> = batch
+                .iter()
+                .map(|job| (job.kind, job.data.as_ref(), job.share))
+                .collect();
             // A panic must not leave the user's queue without a writer (its events would
             // wait for ever): it fails this batch, the sidecar redelivers, the loop goes on.
             let flushed = std::panic::AssertUnwindSafe(self.flush(&user, &events).instrument(span))
@@ -202,14 +276,17 @@ impl<S: StateStore> Inner<S> {
         }
     }
 
-    /// Applies `events` (all of `user`) in one aggregate write; one outcome per event.
+    /// Applies `events` (`user`'s shares of them) in one aggregate write; one outcome per
+    /// event.
     async fn flush(
         &self,
         user: &str,
-        events: &[(TaskEventKind, &TaskEventData)],
+        events: &[(TaskEventKind, &TaskEventData, Share)],
     ) -> Result<Vec<Outcome>, RecordError> {
         let key = user_key(user);
         let store = self.records.store();
+        let record_of =
+            |data: &TaskEventData, share: Share| record_key(user, data.task.id, share.owner);
         for _ in 0..MAX_CONFLICTS {
             // The aggregate first, then the task records (see the module's invariant).
             let (aggregate, expect) = decode::<Aggregate>(&key, store.get(&key).await?)?;
@@ -219,48 +296,52 @@ impl<S: StateStore> Inner<S> {
                 None => self.migrate(user, now).await?,
             };
             let earlier = std::mem::take(&mut aggregate.pending);
-            let mut ids: Vec<Uuid> = Vec::new();
+            let mut keys: Vec<String> = Vec::new();
             let mut seen = HashSet::new();
-            for id in events
+            for record in events
                 .iter()
-                .map(|(_, data)| data.task.id)
-                .chain(earlier.iter().map(|p| p.task))
+                .map(|(_, data, share)| record_of(data, *share))
+                .chain(earlier.iter().map(|p| p.key(user)))
             {
-                if seen.insert(id) {
-                    ids.push(id);
+                if seen.insert(record.clone()) {
+                    keys.push(record);
                 }
             }
-            let keys: Vec<String> = ids.iter().map(|id| task_key(*id)).collect();
             let reads = self.records.prefetch(&keys).await?;
-            let mut stored: HashMap<Uuid, (Option<Versioned>, Option<TaskRecord>)> =
-                HashMap::with_capacity(ids.len());
-            for ((id, key), read) in ids.iter().zip(&keys).zip(reads) {
-                let record = decode::<TaskRecord>(key, read.clone())?.0;
-                stored.insert(*id, (read, record));
+            let mut stored: HashMap<String, (Option<Versioned>, Option<TaskRecord>)> =
+                HashMap::with_capacity(keys.len());
+            for (record, read) in keys.into_iter().zip(reads) {
+                let decoded = decode::<TaskRecord>(&record, read.clone())?.0;
+                stored.insert(record, (read, decoded));
             }
 
             // What each task is, as far as the aggregate counted: its record, or the newer
             // pending state.
-            let mut current: HashMap<Uuid, TaskState> = stored
+            let mut current: HashMap<String, TaskState> = stored
                 .iter()
-                .filter_map(|(id, (_, record))| Some((*id, record.as_ref()?.state)))
+                .filter_map(|(record, (_, found))| {
+                    Some((record.clone(), found.as_ref()?.state.clone()))
+                })
                 .collect();
             let mut lagging = Vec::new();
             for entry in &earlier {
-                let record = current.get(&entry.task).copied();
-                if record.is_none_or(|r| r.version < entry.state.version) {
-                    lagging.push(*entry);
-                    current.insert(entry.task, entry.state);
+                let record = entry.key(user);
+                let written = current.get(&record).map(TaskState::progress);
+                if written.is_none_or(|w| w < entry.state.progress()) {
+                    lagging.push(entry.clone());
+                    current.insert(record, entry.state.clone());
                 }
             }
 
             let mut outcomes = Vec::with_capacity(events.len());
             let (mut applied, mut duplicates) = (0u64, 0u64);
-            let mut touched: Vec<Uuid> = Vec::new();
-            for (kind, data) in events {
+            // Records changed, in the order first changed: (task, own).
+            let mut touched: Vec<(Uuid, bool)> = Vec::new();
+            for (kind, data, share) in events {
                 let id = data.task.id;
-                let owner = stored.get(&id).and_then(|(_, r)| r.as_ref());
-                if owner.is_some_and(|r| r.owner != data.owner_id) {
+                let record = record_of(data, *share);
+                let owner = stored.get(&record).and_then(|(_, r)| r.as_ref());
+                if share.owner && owner.is_some_and(|r| r.owner != data.owner_id) {
                     outcomes.push(Outcome::Drop(format!(
                         "task {id} belongs to another owner than {}",
                         data.owner_id
@@ -269,12 +350,12 @@ impl<S: StateStore> Inner<S> {
                 }
                 match aggregate
                     .stats
-                    .apply(current.get(&id).copied(), *kind, data, now)
+                    .apply(current.get(&record), *kind, data, *share, now)
                 {
                     Some(state) => {
-                        current.insert(id, state);
-                        if !touched.contains(&id) {
-                            touched.push(id);
+                        current.insert(record, state);
+                        if !touched.contains(&(id, share.owner)) {
+                            touched.push((id, share.owner));
                         }
                         applied += 1;
                         outcomes.push(Outcome::Success);
@@ -290,15 +371,16 @@ impl<S: StateStore> Inner<S> {
             // aggregate forgets their pending state.
             let lagging: Vec<Pending> = lagging
                 .into_iter()
-                .filter(|p| !touched.contains(&p.task))
+                .filter(|p| !touched.contains(&(p.task, p.own)))
                 .collect();
             self.write_tasks(user, &lagging, &stored).await?;
 
             let pending: Vec<Pending> = touched
                 .iter()
-                .map(|id| Pending {
-                    task: *id,
-                    state: current[id],
+                .map(|&(task, own)| Pending {
+                    task,
+                    own,
+                    state: current[&record_key(user, task, own)].clone(),
                 })
                 .collect();
             if applied > 0 || !earlier.is_empty() || migrated.is_some() {
@@ -332,9 +414,10 @@ impl<S: StateStore> Inner<S> {
             // (it stays pending), and the redelivery this asks for brings one soon.
             if let Err(err) = self.write_tasks(user, &pending, &stored).await {
                 tracing::warn!(user, error = %err, "task records lag the aggregate");
-                let touched: HashSet<Uuid> = touched.into_iter().collect();
-                for (outcome, (_, data)) in outcomes.iter_mut().zip(events) {
-                    if touched.contains(&data.task.id) && *outcome == Outcome::Success {
+                for (outcome, (_, data, share)) in outcomes.iter_mut().zip(events) {
+                    if touched.contains(&(data.task.id, share.owner))
+                        && *outcome == Outcome::Success
+                    {
                         *outcome = Outcome::Retry(err.to_string());
                     }
                 }
@@ -366,7 +449,11 @@ impl<S: StateStore> Inner<S> {
         );
         let states: Vec<Pending> = tasks
             .into_iter()
-            .map(|(task, state)| Pending { task, state })
+            .map(|(task, state)| Pending {
+                task,
+                own: true,
+                state,
+            })
             .collect();
         for chunk in states.chunks(MAX_BATCH) {
             self.write_tasks(user, chunk, &HashMap::new()).await?;
@@ -379,28 +466,26 @@ impl<S: StateStore> Inner<S> {
         &self,
         user: &str,
         states: &[Pending],
-        stored: &HashMap<Uuid, (Option<Versioned>, Option<TaskRecord>)>,
+        stored: &HashMap<String, (Option<Versioned>, Option<TaskRecord>)>,
     ) -> Result<(), RecordError> {
         let writes = states.iter().map(|pending| {
+            let key = pending.key(user);
             // Seeded with what was read, if it was.
-            let seed = stored.get(&pending.task).map(|(read, _)| read.clone());
+            let seed = stored.get(&key).map(|(read, _)| read.clone());
             let record = TaskRecord {
                 owner: user.to_owned(),
-                state: pending.state,
+                state: pending.state.clone(),
             };
+            let ttl = record.state.ttl(pending.own);
             async move {
                 self.records
-                    .update_seeded(
-                        &task_key(pending.task),
-                        seed,
-                        |found: Option<TaskRecord>| {
-                            if found.is_some_and(|f| f.state.version >= record.state.version) {
-                                Change::Keep(())
-                            } else {
-                                Change::WriteFor(record.clone(), record.state.ttl(), ())
-                            }
-                        },
-                    )
+                    .update_seeded(&key, seed, |found: Option<TaskRecord>| {
+                        if found.is_some_and(|f| f.state.progress() >= record.state.progress()) {
+                            Change::Keep(())
+                        } else {
+                            Change::WriteFor(record.clone(), ttl, ())
+                        }
+                    })
                     .await
             }
         });
@@ -412,10 +497,20 @@ impl<S: StateStore> Inner<S> {
     }
 }
 
-/// Checks what the type system cannot: the event is about a task of its owner.
+/// Checks what the type system cannot: the event is about a task of its owner, and names
+/// users as task-service accepts them (record keys are made of them).
 pub fn validate(data: &TaskEventData) -> Result<(), String> {
     if data.owner_id.is_empty() || data.owner_id.len() > 128 {
         return Err("owner_id must be 1 to 128 characters".into());
+    }
+    for (field, user) in [
+        ("actor_id", &data.actor_id),
+        ("task.assignee_id", &data.task.assignee_id),
+        ("previous_assignee_id", &data.previous_assignee_id),
+    ] {
+        if user.as_ref().is_some_and(|u| u.is_empty() || u.len() > 128) {
+            return Err(format!("{field} must be 1 to 128 characters"));
+        }
     }
     if data.task.owner_id != data.owner_id {
         return Err("task.owner_id differs from owner_id".into());
@@ -758,6 +853,140 @@ mod tests {
         assert_eq!(task(&store, event.task.id).await.unwrap().version, 1);
     }
 
+    async fn stats_of(store: &MemoryStateStore, user: &str) -> UserStats {
+        match store.get(&user_key(user)).await.unwrap() {
+            Some(read) => {
+                serde_json::from_slice::<Aggregate>(&read.value)
+                    .unwrap()
+                    .stats
+            }
+            None => UserStats::default(),
+        }
+    }
+
+    /// alice's task, assigned to bob, completed by bob: (created, completed, assigned,
+    /// done) for alice and for bob.
+    async fn counts(store: &MemoryStateStore) -> [(u64, u64, u64, u64); 2] {
+        let mut counts = [(0, 0, 0, 0); 2];
+        for (user, count) in ["alice", "bob"].iter().zip(&mut counts) {
+            let s = stats_of(store, user).await;
+            *count = (s.created, s.completed, s.assigned, s.done);
+        }
+        counts
+    }
+
+    fn for_bob(id: Uuid) -> (TaskEventData, TaskEventData) {
+        let mut created = data(id, 1, false, "2026-11-20T08:00:00Z");
+        created.task.assignee_id = Some("bob".into());
+        let mut completed = data(id, 2, true, "2026-11-21T08:00:00Z");
+        completed.task.assignee_id = Some("bob".into());
+        completed.changed_fields = vec!["completed".into()];
+        completed.actor_id = Some("bob".into());
+        (created, completed)
+    }
+
+    /// One event counts for two users, each committed by their own aggregate write. When
+    /// bob's write fails after alice's, the delivery is retried: alice's share is found
+    /// counted, bob's is applied, once.
+    #[tokio::test]
+    async fn a_share_that_fails_for_one_user_is_retried_without_doubling_the_other() {
+        let store = Arc::new(MemoryStateStore::new());
+        let consumer = consumer(&store);
+        let (created, completed) = for_bob(Uuid::now_v7());
+
+        store.fail_writes_under(Some("user:bob"));
+        for (event_type, event) in [(CREATED, &created), (COMPLETED, &completed)] {
+            for _ in 0..2 {
+                let cut = consumer.handle(delivery(event_type, event)).await;
+                assert!(matches!(cut, Outcome::Retry(_)), "{cut:?}");
+            }
+        }
+        assert_eq!(counts(&store).await, [(1, 0, 0, 1), (0, 0, 0, 0)]);
+
+        store.fail_writes_under(None);
+        for _ in 0..3 {
+            for (event_type, event) in [(COMPLETED, &completed), (CREATED, &created)] {
+                assert_eq!(
+                    consumer.handle(delivery(event_type, event)).await,
+                    Outcome::Success
+                );
+            }
+        }
+        assert_eq!(counts(&store).await, [(1, 0, 0, 1), (0, 1, 1, 0)]);
+        let bobs = format!("task:{}:bob", created.task.id);
+        assert_eq!(store.ttl_of(&bobs), FORGET_AFTER.to_std().ok());
+    }
+
+    /// A delivery that dies after bob's aggregate counted his share and before his record
+    /// of the task was written: the redelivery and a newer event start from what the
+    /// aggregate counted.
+    #[tokio::test]
+    async fn a_crash_between_another_users_two_writes_neither_loses_nor_doubles() {
+        let store = Arc::new(MemoryStateStore::new());
+        let consumer = consumer(&store);
+        let id = Uuid::now_v7();
+        let (created, completed) = for_bob(id);
+        store.fail_writes_under(Some(&format!("task:{id}:")));
+        for (event_type, event) in [
+            (CREATED, &created),
+            (CREATED, &created),
+            (COMPLETED, &completed),
+        ] {
+            let cut = consumer.handle(delivery(event_type, event)).await;
+            assert!(matches!(cut, Outcome::Retry(_)), "{cut:?}");
+        }
+        assert_eq!(counts(&store).await, [(1, 0, 0, 1), (0, 1, 1, 0)]);
+        store.fail_writes_under(None);
+        for (event_type, event) in [(COMPLETED, &completed), (CREATED, &created)] {
+            assert_eq!(
+                consumer.handle(delivery(event_type, event)).await,
+                Outcome::Success
+            );
+        }
+        assert_eq!(counts(&store).await, [(1, 0, 0, 1), (0, 1, 1, 0)]);
+        // bob's record caught up; his next write lets go of the pending state.
+        let read = store.get(&format!("task:{id}:bob")).await.unwrap().unwrap();
+        let record: TaskRecord = serde_json::from_slice(&read.value).unwrap();
+        assert_eq!(record.state.version, 2);
+        let (other, _) = for_bob(Uuid::now_v7());
+        consumer.handle(delivery(CREATED, &other)).await;
+        let bob = store.get(&user_key("bob")).await.unwrap().unwrap();
+        let bob: Aggregate = serde_json::from_slice(&bob.value).unwrap();
+        assert_eq!(bob.pending.len(), 1);
+        assert!(!bob.pending[0].own);
+        assert_eq!(bob.stats.assigned, 2);
+    }
+
+    /// Records and pending entries written before other users' shares were kept read as
+    /// the owner's, with every version up to their own counted.
+    #[test]
+    fn earlier_records_read_as_the_owners() {
+        let id = Uuid::now_v7();
+        let old = serde_json::json!({
+            "stats": {"created": 1, "completed": 1, "deleted": 0},
+            "pending": [{"t": id, "s": {"v": 3, "c": false}}]
+        });
+        let aggregate: Aggregate = serde_json::from_value(old).unwrap();
+        assert!(aggregate.pending[0].own);
+        assert_eq!(aggregate.pending[0].key("alice"), task_key(id));
+        let mut stats = aggregate.stats.clone();
+        let state = aggregate.pending[0].state.clone();
+        // The completion at version 2 was counted by the earlier version (or inferred).
+        let late = data(id, 2, true, "2026-11-21T08:00:00Z");
+        let share = crate::stats::shares(TaskEventKind::Completed, &late)[0].1;
+        assert_eq!(
+            stats.apply(
+                Some(&state),
+                TaskEventKind::Completed,
+                &late,
+                share,
+                Utc::now()
+            ),
+            None
+        );
+        assert_eq!(stats.completed, 1);
+    }
+
     #[tokio::test]
     async fn poison_is_dropped_and_a_down_store_is_retried() {
         let store = Arc::new(MemoryStateStore::new());
@@ -780,6 +1009,14 @@ mod tests {
             consumer.handle(delivery(CREATED, &foreign)).await,
             Outcome::Drop(_)
         ));
+        for user in [String::new(), "b".repeat(129)] {
+            let mut bad_user = good.clone();
+            bad_user.task.assignee_id = Some(user);
+            assert!(matches!(
+                consumer.handle(delivery(CREATED, &bad_user)).await,
+                Outcome::Drop(_)
+            ));
+        }
 
         store.set_down(true);
         let retry = consumer.handle(delivery(CREATED, &good)).await;

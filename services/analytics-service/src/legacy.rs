@@ -57,13 +57,16 @@ impl LegacyStats {
                     deleted: task.deleted,
                     due: task.due.map(|due| due.timestamp_micros()),
                     day,
+                    rev: 0,
+                    // Everything up to `version` was counted.
+                    facts: None,
                 };
                 (id, state)
             })
             .collect();
         let stats = UserStats::restored(
             (self.created, self.completed, self.deleted),
-            tasks.iter().map(|(_, state)| *state),
+            tasks.iter().map(|(_, state)| state.clone()),
             self.completions_by_day,
             self.durations,
             now,

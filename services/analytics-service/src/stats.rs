@@ -1,12 +1,22 @@
-//! Per-user statistics as a pure function of task transitions, in a record whose size does
-//! not depend on how many tasks the user has.
+//! Per-user statistics as a pure function of task events, in a record whose size does not
+//! depend on how many tasks the user has.
 //!
-//! What a task was before an event (its `TaskState`) is kept in a record of its own (see
-//! `consumer.rs`), not here: the caller hands the prior state in, `UserStats::apply`
-//! turns "prior -> the event's snapshot" into counter changes. An event not newer than
-//! the prior state changes nothing, so a redelivered event is a no-op, and when Redis
-//! Streams delivers a task's events out of order, skipping the older one loses nothing:
-//! the newer snapshot already contains it.
+//! One event may count for up to three users (`shares`): the task's owner (its creator)
+//! for what the task is (created, open, done, deleted, due), the user who completed it
+//! (`actor_id`, the owner in older events) for a completion, and the user it was just
+//! assigned to for an assignment. What a user's statistics counted of a task (its
+//! `TaskState`) is kept in a record of its own (see `consumer.rs`), not here: the caller
+//! hands it in, `UserStats::apply` turns the event into counter changes and the new state.
+//!
+//! Two kinds of counting, each idempotent:
+//! - **What the task is** follows the newest snapshot: "prior -> the event's snapshot".
+//!   An event not newer than the prior state changes none of it, so a redelivery is a
+//!   no-op, and an older event delivered late (Redis Streams does not keep order) loses
+//!   nothing: the newer snapshot already contains its effect.
+//! - **What happened** (a completion, an assignment) is counted once per event version,
+//!   in whatever order the versions arrive: the state keeps the versions it counted
+//!   (`Facts`). An older event's completion is counted when it comes, however many newer
+//!   events came first.
 //!
 //! Everything here is bounded: counters, 30 days of completions, the last 1,000 durations,
 //! and at most `DUE_BUCKETS` buckets of open tasks' due times (`DueIndex`).
@@ -23,11 +33,17 @@ pub const HISTORY_DAYS: i64 = 30;
 const DURATION_SAMPLES: usize = 1000;
 /// Buckets of open tasks' due times kept; beyond, the two closest merge (see `DueIndex`).
 pub const DUE_BUCKETS: usize = 128;
-/// A finished (completed or deleted) task's record is kept this long after its last event.
+/// A finished (completed or deleted) task's record is kept this long after its last event,
+/// and the record of another user's task (a completion, an assignment) this long after its
+/// last write.
 pub const FORGET_AFTER: Duration = Duration::days(30);
+/// Versions of one task counted for one user, kept one by one (see `Facts`).
+pub const FACTS_KEPT: usize = 64;
 
-/// What we know of one task: enough to tell what an event changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What one user's statistics counted of one task: enough to tell what an event changes.
+/// For the owner, what the task is (`version` is the newest snapshot applied); for anyone
+/// else only `facts` and `version` (the newest event counted) mean anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskState {
     #[serde(rename = "v")]
     pub version: i64,
@@ -38,18 +54,53 @@ pub struct TaskState {
     /// Due time in microseconds since the epoch (the events' precision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<i64>,
-    /// The day (since the epoch, by the consumer's clock) this state was applied: its
-    /// record expires `FORGET_AFTER` later at the earliest.
+    /// The day (since the epoch, by the consumer's clock) this state's snapshot was
+    /// applied: its record expires `FORGET_AFTER` later at the earliest.
     #[serde(rename = "d", default)]
     pub day: i32,
+    /// Grows by one with every change of this state, also one that only counts an older
+    /// event's facts: with `version`, it orders the writes of the state (`progress`).
+    #[serde(rename = "r", default)]
+    pub rev: u64,
+    /// The event versions whose completion or assignment was counted. Absent in states
+    /// written before facts were kept: everything up to `version` was counted then.
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Facts>,
 }
 
 impl TaskState {
-    /// Kept for good while the task is open; a finished task's record expires
-    /// `FORGET_AFTER` after its last event (see `UserStats::forgotten` for what a later
-    /// event of it then finds).
-    pub fn ttl(&self) -> Option<std::time::Duration> {
-        (self.completed || self.deleted).then(|| FORGET_AFTER.to_std().unwrap_or_default())
+    /// A state that counted nothing yet (another user's task, first seen).
+    fn unseen() -> Self {
+        Self {
+            version: 0,
+            completed: false,
+            deleted: false,
+            due: None,
+            day: 0,
+            rev: 0,
+            facts: Some(Facts::default()),
+        }
+    }
+
+    /// The owner's record is kept for good while the task is open; a finished task's
+    /// record expires `FORGET_AFTER` after its last event (see `UserStats::forgotten` for
+    /// what a later event of it then finds). Another user's record (`own` false) only
+    /// holds facts, and expires `FORGET_AFTER` after its last write: an event of the task
+    /// comes within minutes, a replayed dead letter within 14 days.
+    pub fn ttl(&self, own: bool) -> Option<std::time::Duration> {
+        (!own || self.completed || self.deleted).then(|| FORGET_AFTER.to_std().unwrap_or_default())
+    }
+
+    /// Orders two states of one record: the later write is the greater.
+    pub fn progress(&self) -> (i64, u64) {
+        (self.version, self.rev)
+    }
+
+    fn facts(&self) -> Facts {
+        self.facts.clone().unwrap_or(Facts {
+            upto: self.version,
+            above: Vec::new(),
+        })
     }
 
     fn live(&self) -> bool {
@@ -57,8 +108,95 @@ impl TaskState {
     }
 }
 
+/// Which versions of a task had their facts counted for a user: every version up to
+/// `upto`, and those in `above`. Bounded: beyond `FACTS_KEPT` versions in `above`, the
+/// oldest moves into `upto`, so an event older than the newest 64 counted for this user of
+/// this task would be taken as counted. Events arrive within seconds of each other; that
+/// many later completions and assignments of one task to one user before it are not a
+/// case that happens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    #[serde(rename = "u", default)]
+    upto: i64,
+    /// Ascending, each above `upto + 1`.
+    #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
+    above: Vec<i64>,
+}
+
+impl Facts {
+    /// Counts `version`: false if it was counted already.
+    fn insert(&mut self, version: i64) -> bool {
+        if version <= self.upto {
+            return false;
+        }
+        let Err(at) = self.above.binary_search(&version) else {
+            return false;
+        };
+        self.above.insert(at, version);
+        // Contiguous versions from `upto` on say no more than `upto` does.
+        while self.above.first() == Some(&(self.upto + 1)) {
+            self.upto = self.above.remove(0);
+        }
+        while self.above.len() > FACTS_KEPT {
+            self.upto = self.above.remove(0);
+        }
+        true
+    }
+}
+
+/// What one event counts for one user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Share {
+    /// The user owns (created) the task: what it is.
+    pub owner: bool,
+    /// The user completed it (this is a completion event).
+    pub completed: bool,
+    /// The task was just assigned to the user.
+    pub assigned: bool,
+}
+
+/// The users an event counts for, the owner first, each once.
+pub fn shares(kind: TaskEventKind, data: &TaskEventData) -> Vec<(String, Share)> {
+    let mut shares = vec![(
+        data.owner_id.clone(),
+        Share {
+            owner: true,
+            ..Share::default()
+        },
+    )];
+    let mut add = |user: &str, set: fn(&mut Share)| match shares.iter_mut().find(|(u, _)| u == user)
+    {
+        Some((_, share)) => set(share),
+        None => {
+            let mut share = Share::default();
+            set(&mut share);
+            shares.push((user.to_owned(), share));
+        }
+    };
+    if kind == TaskEventKind::Completed {
+        let actor = data.actor_id.as_deref().unwrap_or(&data.owner_id);
+        add(actor, |share| share.completed = true);
+    }
+    if let Some(assignee) = assigned_to(kind, data) {
+        add(assignee, |share| share.assigned = true);
+    }
+    shares
+}
+
+/// The user the change assigned the task to: a creation with an assignee, or a change of
+/// the assignee to someone (not an unassignment).
+fn assigned_to(kind: TaskEventKind, data: &TaskEventData) -> Option<&str> {
+    let assignee = data.task.assignee_id.as_deref()?;
+    let changed =
+        kind == TaskEventKind::Created || data.changed_fields.iter().any(|f| f == "assignee_id");
+    (kind != TaskEventKind::Deleted
+        && changed
+        && data.previous_assignee_id.as_deref() != Some(assignee))
+    .then_some(assignee)
+}
+
 /// What a task was before an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Prior {
     /// Never seen: the event is (or stands in for) its creation.
     Unseen,
@@ -74,8 +212,14 @@ pub fn day_of(at: DateTime<Utc>) -> i32 {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UserStats {
+    /// Tasks the user created.
     pub created: u64,
+    /// Completions the user made (of any task they could change).
     pub completed: u64,
+    /// Times a task was assigned to the user.
+    #[serde(default)]
+    pub assigned: u64,
+    /// The user's tasks deleted (by anyone).
     pub deleted: u64,
     /// Live (not deleted) tasks, not completed.
     #[serde(default)]
@@ -97,9 +241,11 @@ pub struct UserStats {
     /// Due times of the open tasks that have one.
     #[serde(default)]
     due: DueIndex,
+    /// The user's completions by day.
     #[serde(default)]
     completions_by_day: BTreeMap<NaiveDate, u64>,
-    /// Seconds from creation to completion, the most recent last.
+    /// Seconds from creation to completion of the user's completions, the most recent
+    /// last.
     #[serde(default)]
     durations: VecDeque<i64>,
 }
@@ -108,8 +254,14 @@ pub struct UserStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub user_id: String,
+    /// Tasks the user created.
     pub created: u64,
+    /// Completions the user made, of their own tasks and of tasks shared with them.
     pub completed: u64,
+    /// Times a task was assigned to the user.
+    #[serde(default)]
+    pub assigned: u64,
+    /// From here on, the tasks the user created: deleted, open, overdue, completion rate.
     pub deleted: u64,
     pub open: u64,
     /// Exact while the user's open tasks have at most `DUE_BUCKETS` distinct future due
@@ -117,8 +269,10 @@ pub struct Report {
     pub overdue: u64,
     /// Completed tasks over tasks that still exist, 0 to 1 (0 with no tasks).
     pub completion_rate: f64,
-    /// Oldest first, one entry per day of the last 30, zeros included.
+    /// The user's completions, oldest first, one entry per day of the last 30, zeros
+    /// included.
     pub completions_per_day: Vec<DayCount>,
+    /// Of the user's completions.
     pub median_seconds_to_complete: Option<i64>,
 }
 
@@ -139,14 +293,14 @@ impl UserStats {
     /// arrives within minutes of its change (so one of its events was applied), and only
     /// a finished task's record expires (a deleted task has no later events). Otherwise it
     /// was never seen.
-    fn prior(&self, stored: Option<TaskState>, data: &TaskEventData) -> Prior {
+    fn prior(&self, stored: Option<&TaskState>, data: &TaskEventData) -> Prior {
         let old = data
             .task
             .create_time
             .checked_add_signed(FORGET_AFTER)
             .is_some_and(|forgotten| forgotten < data.occurred_at);
         match stored {
-            Some(state) => Prior::Known(state),
+            Some(state) => Prior::Known(state.clone()),
             None if old && self.forgotten > 0 => Prior::Forgotten,
             None => Prior::Unseen,
         }
@@ -192,60 +346,83 @@ impl UserStats {
         self.forgotten_before = before;
     }
 
-    /// Applies one event to a task that was `prior`, at wall-clock `now`. Returns the
-    /// task's new state, or `None` when the event is not newer than `prior` (a duplicate
-    /// or an older event): then nothing changed.
+    /// Applies `share`, what one event counts for this user, to the state the user's
+    /// statistics counted of the task (`stored`, `None` when they have none), at wall-clock
+    /// `now`. Returns the task's new state, or `None` when the event changes nothing (a
+    /// duplicate, or an older snapshot with no fact left to count).
     pub fn apply(
         &mut self,
-        stored: Option<TaskState>,
+        stored: Option<&TaskState>,
         kind: TaskEventKind,
         data: &TaskEventData,
+        share: Share,
         now: DateTime<Utc>,
     ) -> Option<TaskState> {
         let today = day_of(now);
         self.roll(today);
+        let (mut state, mut changed) = if share.owner {
+            self.apply_snapshot(stored, kind, data, now)
+        } else {
+            (stored.cloned().unwrap_or_else(TaskState::unseen), false)
+        };
+        if share.completed || share.assigned {
+            let mut facts = state.facts();
+            if facts.insert(data.version) {
+                state.facts = Some(facts);
+                state.version = state.version.max(data.version);
+                if share.completed {
+                    self.count_completion(data);
+                }
+                if share.assigned {
+                    self.assigned += 1;
+                }
+                changed = true;
+            }
+        }
+        changed.then(|| {
+            state.rev += 1;
+            state
+        })
+    }
+
+    /// What the task is, for its owner: the transition from the prior state to the event's
+    /// snapshot when it is newer. The state after (the prior one when nothing changed), and
+    /// whether it changed.
+    fn apply_snapshot(
+        &mut self,
+        stored: Option<&TaskState>,
+        kind: TaskEventKind,
+        data: &TaskEventData,
+        now: DateTime<Utc>,
+    ) -> (TaskState, bool) {
         let prior = self.prior(stored, data);
-        let before = match prior {
-            Prior::Known(state) if state.version >= data.version => return None,
-            Prior::Known(state) => Some(state),
-            Prior::Unseen => None,
-            Prior::Forgotten => Some(TaskState {
-                version: 0,
-                completed: true,
-                deleted: false,
-                due: None,
-                day: i32::MIN,
-            }),
+        let (before, facts) = match prior {
+            Prior::Known(state) if state.version >= data.version => return (state, false),
+            Prior::Known(ref state) => (Some(state.clone()), state.facts()),
+            Prior::Unseen => (None, Facts::default()),
+            // Its events up to this one were all applied long ago.
+            Prior::Forgotten => (
+                Some(TaskState {
+                    version: 0,
+                    completed: true,
+                    deleted: false,
+                    due: None,
+                    day: i32::MIN,
+                    rev: 0,
+                    facts: None,
+                }),
+                Facts {
+                    upto: data.version - 1,
+                    above: Vec::new(),
+                },
+            ),
         };
         self.due.fold(micros(now));
         if prior == Prior::Unseen {
             self.created += 1;
         }
-        let was_completed = before.is_some_and(|b| b.completed);
-        let was_deleted = before.is_some_and(|b| b.deleted);
+        let was_deleted = before.as_ref().is_some_and(|b| b.deleted);
         let deleted = kind == TaskEventKind::Deleted;
-        // A completion event is one completion (completing a completed task publishes
-        // nothing, so one seen completed before was reopened since). And a completion we
-        // did not see is still counted when an event shows it happened: the task is
-        // completed now (also in a deletion's snapshot, the task as it was), or this is a
-        // reopening (only a completed task is reopened). Redis Streams may deliver a
-        // completion after the task's next event, and then it changes nothing itself.
-        let reopened = kind == TaskEventKind::Reopened;
-        let completion = kind == TaskEventKind::Completed
-            || ((data.task.completed || reopened) && !was_completed);
-        if completion {
-            self.completed += 1;
-            let at = data.task.completed_time.unwrap_or(data.occurred_at);
-            *self.completions_by_day.entry(at.date_naive()).or_insert(0) += 1;
-            // A reopening does not say when the task was completed: no duration then.
-            if data.task.completed {
-                self.durations
-                    .push_back((at - data.task.create_time).num_seconds().max(0));
-                while self.durations.len() > DURATION_SAMPLES {
-                    self.durations.pop_front();
-                }
-            }
-        }
         if deleted && !was_deleted {
             self.deleted += 1;
         }
@@ -254,12 +431,30 @@ impl UserStats {
             completed: data.task.completed,
             deleted: deleted || was_deleted,
             due: data.task.due_time.map(micros),
-            day: today,
+            day: day_of(now),
+            rev: before.as_ref().map_or(0, |b| b.rev),
+            facts: Some(facts),
         };
-        if let Some(before) = before {
-            self.count(&before, false);
+        if let Some(before) = &before {
+            self.count(before, false);
         }
         self.count(&after, true);
+        (after, true)
+    }
+
+    /// One completion the user made: counted by day (when the task says it was completed)
+    /// and, for the median, how long after its creation.
+    fn count_completion(&mut self, data: &TaskEventData) {
+        self.completed += 1;
+        let at = data.task.completed_time.unwrap_or(data.occurred_at);
+        *self.completions_by_day.entry(at.date_naive()).or_insert(0) += 1;
+        if data.task.completed {
+            self.durations
+                .push_back((at - data.task.create_time).num_seconds().max(0));
+            while self.durations.len() > DURATION_SAMPLES {
+                self.durations.pop_front();
+            }
+        }
         if let Some(cutoff) = data
             .occurred_at
             .date_naive()
@@ -267,7 +462,6 @@ impl UserStats {
         {
             self.completions_by_day.retain(|day, _| *day > cutoff);
         }
-        Some(after)
     }
 
     /// Adds (or takes away) a task's share of `open`, `done` and the due index.
@@ -320,6 +514,7 @@ impl UserStats {
             user_id: user_id.to_owned(),
             created: self.created,
             completed: self.completed,
+            assigned: self.assigned,
             deleted: self.deleted,
             open,
             overdue: self.due.overdue(micros(now)).min(open),
@@ -480,31 +675,57 @@ pub(crate) mod tests {
                 create_time: created,
                 update_time: at(when),
                 version,
+                list_id: None,
+                assignee_id: None,
             },
             changed_fields: vec![],
             version,
             owner_id: "alice".into(),
             occurred_at: at(when),
+            actor_id: None,
+            previous_list_id: None,
+            previous_assignee_id: None,
         }
     }
 
-    /// The per-task records `consumer.rs` keeps, in a map.
+    const OWNER: Share = Share {
+        owner: true,
+        completed: false,
+        assigned: false,
+    };
+
+    /// The records `consumer.rs` keeps, in maps: alice's statistics, everyone else's, and
+    /// what each user's statistics counted of each task.
     #[derive(Default)]
     struct Model {
         stats: UserStats,
-        tasks: HashMap<Uuid, TaskState>,
+        others: HashMap<String, UserStats>,
+        tasks: HashMap<(Uuid, String), TaskState>,
     }
 
     impl Model {
+        /// Applies `data` for every user it counts for; whether anything changed.
         fn apply(&mut self, kind: TaskEventKind, data: &TaskEventData) -> bool {
-            let stored = self.tasks.get(&data.task.id).copied();
-            match self.stats.apply(stored, kind, data, data.occurred_at) {
-                Some(state) => {
-                    self.tasks.insert(data.task.id, state);
-                    true
+            let mut changed = false;
+            for (user, share) in shares(kind, data) {
+                let key = (data.task.id, user.clone());
+                let stats = if user == "alice" {
+                    &mut self.stats
+                } else {
+                    self.others.entry(user).or_default()
+                };
+                if let Some(state) =
+                    stats.apply(self.tasks.get(&key), kind, data, share, data.occurred_at)
+                {
+                    self.tasks.insert(key, state);
+                    changed = true;
                 }
-                None => false,
             }
+            changed
+        }
+
+        fn of(&self, user: &str) -> UserStats {
+            self.others.get(user).cloned().unwrap_or_default()
         }
     }
 
@@ -597,14 +818,19 @@ pub(crate) mod tests {
             TaskEventKind::Reopened,
             &data(a, 3, false, "2026-11-21T09:00:00Z")
         ));
-        assert!(!model.apply(
+        assert_eq!(model.stats.completed, 0);
+        assert!(model.apply(
             TaskEventKind::Completed,
             &data(a, 2, true, "2026-11-21T08:00:00Z")
         ));
-        // b: created, completed (v2), deleted (v3); only the deletion arrives.
+        // b: created, completed (v2), deleted (v3); the deletion arrives first.
         assert!(model.apply(
             TaskEventKind::Deleted,
             &data(b, 3, true, "2026-11-22T08:00:00Z")
+        ));
+        assert!(model.apply(
+            TaskEventKind::Completed,
+            &data(b, 2, true, "2026-11-22T07:00:00Z")
         ));
         let stats = &model.stats;
         assert_eq!(
@@ -617,24 +843,201 @@ pub(crate) mod tests {
             ),
             (2, 2, 1, 1, 0)
         );
-        // Only b's completion says when it happened.
-        assert_eq!(stats.durations.len(), 1);
+        // Each completion says when it happened.
+        assert_eq!(stats.durations.len(), 2);
+        // Redelivered, in any order, nothing counts twice.
+        for (kind, version, completed) in [
+            (TaskEventKind::Completed, 2, true),
+            (TaskEventKind::Reopened, 3, false),
+        ] {
+            assert!(!model.apply(kind, &data(a, version, completed, "2026-11-21T08:00:00Z")));
+        }
+        assert_eq!(model.stats.completed, 2);
+    }
 
-        // a: completed (v4), reopened (v5), completed (v6); v6 arrives first. Completing a
-        // completed task publishes nothing, so v6 is a completion of its own.
-        assert!(model.apply(
-            TaskEventKind::Completed,
-            &data(a, 4, true, "2026-11-23T08:00:00Z")
-        ));
-        assert!(model.apply(
-            TaskEventKind::Completed,
-            &data(a, 6, true, "2026-11-23T10:00:00Z")
-        ));
-        assert!(!model.apply(
-            TaskEventKind::Reopened,
-            &data(a, 5, false, "2026-11-23T09:00:00Z")
-        ));
-        assert_eq!((model.stats.completed, model.stats.done), (4, 1));
+    /// The review's case: versions k+1..k+4 of one task (completed, reopened, completed,
+    /// reopened), k+4 first. Every completion is counted, whatever the order, once.
+    #[test]
+    fn completions_count_once_each_in_any_order() {
+        let history: Vec<(TaskEventKind, bool)> = (0..8)
+            .map(|i| {
+                if i % 2 == 0 {
+                    (TaskEventKind::Completed, true)
+                } else {
+                    (TaskEventKind::Reopened, false)
+                }
+            })
+            .collect();
+        // Every order of the first four, and for the rest a few shuffles (a small LCG).
+        let mut orders: Vec<Vec<usize>> = Vec::new();
+        for first in 0..4 {
+            let mut order = vec![first];
+            order.extend((0..4).rev().filter(|i| *i != first));
+            order.extend(4..8);
+            orders.push(order);
+        }
+        let mut seed = 7u64;
+        for _ in 0..50 {
+            let mut order: Vec<usize> = (0..8).collect();
+            for i in (1..order.len()).rev() {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                order.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+            orders.push(order);
+        }
+        for order in orders {
+            let mut model = Model::default();
+            let a = Uuid::now_v7();
+            model.apply(
+                TaskEventKind::Created,
+                &data(a, 1, false, "2026-11-20T08:00:00Z"),
+            );
+            // Each delivered twice, the second time after everything else.
+            for &i in order.iter().chain(&order) {
+                let (kind, completed) = history[i];
+                let when = format!("2026-11-21T{:02}:00:00Z", i + 1);
+                model.apply(kind, &data(a, i as i64 + 2, completed, &when));
+            }
+            let stats = &model.stats;
+            assert_eq!(
+                (
+                    stats.completed,
+                    stats.open,
+                    stats.done,
+                    stats.durations.len()
+                ),
+                (4, 1, 0, 4),
+                "order {order:?}"
+            );
+        }
+    }
+
+    /// alice creates a task for bob; bob completes it; she gives it to carol, then back
+    /// to bob. Each counts what they did, once, redeliveries included.
+    #[test]
+    fn each_user_counts_what_they_created_completed_and_were_assigned() {
+        let mut model = Model::default();
+        let a = Uuid::now_v7();
+        let event = |version: i64, completed: bool, assignee: &str, previous: Option<&str>| {
+            let mut event = data(a, version, completed, "2026-11-21T08:00:00Z");
+            event.task.assignee_id = Some(assignee.into());
+            event.previous_assignee_id = previous.map(str::to_owned);
+            event.changed_fields = vec!["assignee_id".into()];
+            event
+        };
+        let created = event(1, false, "bob", None);
+        let mut done = event(2, true, "bob", None);
+        done.changed_fields = vec!["completed".into()];
+        done.actor_id = Some("bob".into());
+        let mut reopened = event(3, false, "bob", None);
+        reopened.changed_fields = vec!["completed".into()];
+        reopened.actor_id = Some("alice".into());
+        let to_carol = event(4, false, "carol", Some("bob"));
+        let to_bob = event(5, false, "bob", Some("carol"));
+        let mut retitled = event(6, false, "bob", None);
+        retitled.changed_fields = vec!["title".into()];
+        let steps = [
+            (TaskEventKind::Created, &created),
+            (TaskEventKind::Completed, &done),
+            (TaskEventKind::Reopened, &reopened),
+            (TaskEventKind::Updated, &to_carol),
+            (TaskEventKind::Updated, &to_bob),
+            (TaskEventKind::Updated, &retitled),
+        ];
+        for _ in 0..2 {
+            for (kind, event) in steps.iter().rev() {
+                model.apply(*kind, event);
+            }
+        }
+        let counts = |stats: &UserStats| {
+            (
+                stats.created,
+                stats.completed,
+                stats.assigned,
+                stats.open,
+                stats.done,
+            )
+        };
+        assert_eq!(counts(&model.stats), (1, 0, 0, 1, 0));
+        assert_eq!(counts(&model.of("bob")), (0, 1, 2, 0, 0));
+        assert_eq!(counts(&model.of("carol")), (0, 0, 1, 0, 0));
+        let report = model.of("bob").report("bob", at("2026-11-22T00:00:00Z"));
+        assert_eq!((report.completed, report.assigned), (1, 2));
+        assert_eq!(report.completions_per_day.last().unwrap().completed, 0);
+        assert_eq!(report.median_seconds_to_complete, Some(86_400));
+    }
+
+    #[test]
+    fn an_event_counts_for_its_owner_first_and_each_user_once() {
+        let mut event = data(Uuid::now_v7(), 1, false, "2026-11-20T08:00:00Z");
+        let users = |kind, event: &TaskEventData| -> Vec<(String, Share)> { shares(kind, event) };
+        let owner = ("alice".to_owned(), OWNER);
+        assert_eq!(
+            users(TaskEventKind::Created, &event),
+            std::slice::from_ref(&owner)
+        );
+        // Created for herself: she is owner and assignee.
+        event.task.assignee_id = Some("alice".into());
+        let both = Share {
+            assigned: true,
+            ..OWNER
+        };
+        assert_eq!(
+            users(TaskEventKind::Created, &event),
+            [("alice".to_owned(), both)]
+        );
+        // A completion by bob of a task assigned to him earlier: bob's completion only.
+        event.task.assignee_id = Some("bob".into());
+        event.changed_fields = vec!["completed".into()];
+        event.actor_id = Some("bob".into());
+        let completed = Share {
+            completed: true,
+            ..Share::default()
+        };
+        assert_eq!(
+            users(TaskEventKind::Completed, &event),
+            [owner.clone(), ("bob".to_owned(), completed)]
+        );
+        // Older events have no actor: the owner completed it.
+        event.actor_id = None;
+        assert_eq!(
+            users(TaskEventKind::Completed, &event)[0].1,
+            Share {
+                completed: true,
+                ..OWNER
+            }
+        );
+        // Unassigned, or deleted: no one is assigned anything.
+        event.task.assignee_id = None;
+        event.changed_fields = vec!["assignee_id".into()];
+        event.previous_assignee_id = Some("bob".into());
+        assert_eq!(
+            users(TaskEventKind::Updated, &event),
+            std::slice::from_ref(&owner)
+        );
+        event.task.assignee_id = Some("bob".into());
+        event.previous_assignee_id = None;
+        assert_eq!(users(TaskEventKind::Deleted, &event), [owner]);
+    }
+
+    #[test]
+    fn facts_stay_bounded_and_forget_only_the_oldest() {
+        let mut facts = Facts::default();
+        // Every other version (the others were someone else's facts).
+        for v in (1..=400).map(|i| i * 2) {
+            assert!(facts.insert(v));
+            assert!(!facts.insert(v));
+        }
+        assert_eq!(facts.above.len(), FACTS_KEPT);
+        // The newest 64 are known one by one: an odd version among them still counts.
+        assert!(facts.insert(799));
+        assert!(!facts.insert(1));
+        // Contiguous versions fold into `upto`.
+        let mut facts = Facts::default();
+        for v in [3, 1, 2, 5] {
+            assert!(facts.insert(v));
+        }
+        assert_eq!((facts.upto, facts.above.clone()), (3, vec![5]));
     }
 
     #[test]
@@ -685,6 +1088,7 @@ pub(crate) mod tests {
             None,
             TaskEventKind::Deleted,
             &late,
+            OWNER,
             at("2026-11-20T09:00:00Z"),
         );
         let stats = &model.stats;
@@ -707,7 +1111,7 @@ pub(crate) mod tests {
         assert_eq!(model.stats.done_by_day.values().sum::<u64>(), 2);
         // 30 days on, both are counted as forgotten: a's record expired, b's is still
         // there (expiry and our clock need not agree to the second).
-        model.tasks.remove(&a);
+        model.tasks.remove(&(a, "alice".into()));
         let c = Uuid::now_v7();
         model.apply(
             TaskEventKind::Created,

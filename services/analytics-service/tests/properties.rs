@@ -1,7 +1,10 @@
 //! Property tests for what analytics-service parses from outside, through its router: the
 //! `stats/get` body and task events, in random sequences over one in-memory state store.
 //! Every invocation is answered or refused with INVALID_ARGUMENT, every delivery is a
-//! SUCCESS or a DROP, and the statistics stay readable and consistent. The case count is
+//! SUCCESS or a DROP, and the statistics stay readable and consistent. And tasks shared
+//! among three users, published as task-service does and delivered in any order, some
+//! twice, count exactly: each user's created, completed, assigned, deleted and open tasks.
+//! The case count is
 //! bounded so that `just test` stays quick (`PROPTEST_CASES=100000` for a deep run); no
 //! regression files are written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -95,6 +98,33 @@ fn arb_user() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An event's assignee, previous assignee, actor and changed fields; boxed, which keeps
+/// `arb_task_data`'s value tree off the test thread's stack.
+#[allow(clippy::type_complexity)]
+fn arb_people() -> BoxedStrategy<(
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<&'static str>,
+)> {
+    (
+        option::of(arb_named()),
+        option::of(arb_named()),
+        option::of(arb_named()),
+        vec(select(vec!["title", "completed", "assignee_id"]), 0..3),
+    )
+        .boxed()
+}
+
+/// A user an event names besides its owner: one of `USERS`, or one no one could be.
+fn arb_named() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => select(USERS).prop_map(str::to_owned),
+        1 => Just(String::new()),
+        1 => Just("a".repeat(129)),
+    ]
+}
+
 fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         4 => vec(any::<u8>(), 0..256),
@@ -149,6 +179,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
         "due_time",
         "version",
         "occurred_at",
+        "assignee_id",
+        "actor_id",
     ];
     let key = prop_oneof![3 => select(KEYS).prop_map(str::to_owned), 1 => ".{0,12}"];
     arb_json_leaf().prop_recursive(4, 64, 8, move |inner| {
@@ -179,12 +211,14 @@ fn arb_task_data() -> impl Strategy<Value = TaskEventData> {
             arb_time(),
             prop::bool::weighted(0.9),
         ),
+        arb_people(),
     )
         .prop_map(
             |(
                 (task, owner, due_time),
                 (completed, completed_time, create_time),
                 (version, occurred_at, consistent),
+                (assignee, previous_assignee, actor, changed_fields),
             )| TaskEventData {
                 task: TaskSnapshot {
                     id: Uuid::from_u128(task),
@@ -205,11 +239,16 @@ fn arb_task_data() -> impl Strategy<Value = TaskEventData> {
                     create_time,
                     update_time: create_time,
                     version,
+                    list_id: None,
+                    assignee_id: assignee,
                 },
-                changed_fields: Vec::new(),
+                changed_fields: changed_fields.into_iter().map(str::to_owned).collect(),
                 version,
                 owner_id: owner,
                 occurred_at,
+                actor_id: actor,
+                previous_list_id: None,
+                previous_assignee_id: previous_assignee,
             },
         )
 }
@@ -235,6 +274,10 @@ fn arb_event_data() -> impl Strategy<Value = Vec<u8>> {
         "/task/completed_time",
         "/task/create_time",
         "/task/due_time",
+        "/task/assignee_id",
+        "/actor_id",
+        "/previous_assignee_id",
+        "/changed_fields",
         "/version",
         "/owner_id",
         "/occurred_at",
@@ -362,6 +405,202 @@ proptest! {
                 prop_assert!(reply.is_ok(), "{user}: {reply:?}");
                 let body = reply.unwrap().into_inner().data.unwrap().value;
                 consistent(&serde_json::from_slice(&body).unwrap())?;
+            }
+            Ok(())
+        })?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared tasks, counted exactly
+// ---------------------------------------------------------------------------------------
+
+const PEOPLE: &[&str] = &["alice", "bob", "carol"];
+
+/// A change someone makes to a task, when it makes sense in the task's state (otherwise
+/// skipped, as task-service would refuse it or publish nothing).
+#[derive(Debug, Clone)]
+enum Op {
+    /// To one of `PEOPLE`, or to no one.
+    Assign(Option<usize>),
+    Complete(usize),
+    Reopen(usize),
+    Retitle(usize),
+    Delete(usize),
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let who = 0..PEOPLE.len();
+    prop_oneof![
+        2 => option::of(who.clone()).prop_map(Op::Assign),
+        3 => who.clone().prop_map(Op::Complete),
+        2 => who.clone().prop_map(Op::Reopen),
+        1 => who.clone().prop_map(Op::Retitle),
+        1 => who.prop_map(Op::Delete),
+    ]
+}
+
+/// A task's owner, its first assignee, and what happens to it.
+fn arb_life() -> impl Strategy<Value = (usize, Option<usize>, Vec<Op>)> {
+    (
+        0..PEOPLE.len(),
+        option::of(0..PEOPLE.len()),
+        vec(arb_op(), 0..12),
+    )
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    created: u64,
+    completed: u64,
+    assigned: u64,
+    deleted: u64,
+    open: u64,
+}
+
+/// The events task-service publishes for `life`, and what each user should count.
+fn publish(
+    id: u128,
+    (owner, assignee, ops): &(usize, Option<usize>, Vec<Op>),
+    expected: &mut [Counts],
+) -> Vec<(TaskEventKind, TaskEventData)> {
+    let now = Utc::now();
+    let created_at = now - chrono::Duration::hours(1);
+    let mut task = TaskSnapshot {
+        id: Uuid::from_u128(id),
+        owner_id: PEOPLE[*owner].into(),
+        title: "t".into(),
+        description: String::new(),
+        priority: "low".into(),
+        tags: Vec::new(),
+        due_time: Some(now + chrono::Duration::days(1)),
+        time_zone: None,
+        recurrence: None,
+        completed: false,
+        completed_time: None,
+        create_time: created_at,
+        update_time: created_at,
+        version: 1,
+        list_id: Some(Uuid::from_u128(99)),
+        assignee_id: assignee.map(|a| PEOPLE[a].to_owned()),
+    };
+    let event = |task: &TaskSnapshot, version: i64, actor: usize, changed: &[&str]| TaskEventData {
+        task: task.clone(),
+        changed_fields: changed.iter().map(|f| (*f).to_owned()).collect(),
+        version,
+        owner_id: PEOPLE[*owner].into(),
+        occurred_at: created_at + chrono::Duration::seconds(version),
+        actor_id: Some(PEOPLE[actor].into()),
+        previous_list_id: None,
+        previous_assignee_id: None,
+    };
+    expected[*owner].created += 1;
+    if let Some(a) = assignee {
+        expected[*a].assigned += 1;
+    }
+    let mut events = vec![(
+        TaskEventKind::Created,
+        event(&task, 1, *owner, &["title", "completed", "assignee_id"]),
+    )];
+    let mut version = 1;
+    let mut deleted = false;
+    for op in ops {
+        let (kind, actor, changed, previous) = match *op {
+            Op::Assign(to) => {
+                let to = to.map(|a| PEOPLE[a].to_owned());
+                if to == task.assignee_id {
+                    continue;
+                }
+                let previous = std::mem::replace(&mut task.assignee_id, to.clone());
+                if let Some(a) = PEOPLE.iter().position(|p| Some(*p) == to.as_deref()) {
+                    expected[a].assigned += 1;
+                }
+                (TaskEventKind::Updated, *owner, "assignee_id", previous)
+            }
+            Op::Complete(by) if !task.completed => {
+                task.completed = true;
+                task.completed_time = Some(created_at + chrono::Duration::seconds(version + 1));
+                expected[by].completed += 1;
+                (TaskEventKind::Completed, by, "completed", None)
+            }
+            Op::Reopen(by) if task.completed => {
+                task.completed = false;
+                task.completed_time = None;
+                (TaskEventKind::Reopened, by, "completed", None)
+            }
+            Op::Retitle(by) => {
+                task.title.push('!');
+                (TaskEventKind::Updated, by, "title", None)
+            }
+            Op::Delete(by) => {
+                deleted = true;
+                expected[*owner].deleted += 1;
+                // The task as it was, one version later.
+                events.push((TaskEventKind::Deleted, event(&task, version + 1, by, &[])));
+                break;
+            }
+            _ => continue,
+        };
+        version += 1;
+        task.version = version;
+        task.update_time = created_at + chrono::Duration::seconds(version);
+        let mut data = event(&task, version, actor, &[changed]);
+        data.previous_assignee_id = previous;
+        events.push((kind, data));
+    }
+    if !deleted && !task.completed {
+        expected[*owner].open += 1;
+    }
+    events
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// Up to four tasks among three users, each event delivered once in a random order and
+    /// some a second time: every user's counts are exactly what happened.
+    #[test]
+    fn shared_tasks_count_exactly_in_any_order(
+        lives in vec(arb_life(), 1..5),
+        order in any::<u64>(),
+        again in vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let mut expected = vec![Counts::default(); PEOPLE.len()];
+        let mut events: Vec<(TaskEventKind, TaskEventData)> = Vec::new();
+        for (i, life) in lives.iter().enumerate() {
+            events.extend(publish(100 + i as u128, life, &mut expected));
+        }
+        // A shuffle (a small LCG seeded by the case), then some redeliveries.
+        let mut seed = order;
+        for i in (1..events.len()).rev() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            events.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        let twice: Vec<_> = again.iter().map(|i| events[i.index(events.len())].clone()).collect();
+        events.extend(twice);
+        block_on(async {
+            let router = service();
+            for (n, (kind, data)) in events.into_iter().enumerate() {
+                let step = Step::Deliver {
+                    event_type: kind.event_type().to_owned(),
+                    id: format!("e{n}"),
+                    data: serde_json::to_vec(&data).unwrap(),
+                };
+                run(&router, step).await?;
+            }
+            for (user, want) in PEOPLE.iter().zip(&expected) {
+                let body = serde_json::to_vec(&json!({"user_id": user})).unwrap();
+                let reply = router.on_invoke(invoke(METHOD, Some(body))).await.unwrap();
+                let report: Report =
+                    serde_json::from_slice(&reply.into_inner().data.unwrap().value).unwrap();
+                let got = Counts {
+                    created: report.created,
+                    completed: report.completed,
+                    assigned: report.assigned,
+                    deleted: report.deleted,
+                    open: report.open,
+                };
+                prop_assert_eq!(got, *want, "{}", user);
             }
             Ok(())
         })?;

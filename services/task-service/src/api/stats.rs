@@ -28,6 +28,9 @@ impl StatsApi {
 struct Report {
     created: u64,
     completed: u64,
+    // Absent in the answers of an analytics-service older than assignees.
+    #[serde(default)]
+    assigned: u64,
     deleted: u64,
     open: u64,
     overdue: u64,
@@ -77,6 +80,7 @@ impl pb::stats_service_server::StatsService for StatsApi {
                 })
                 .collect(),
             median_seconds_to_complete: report.median_seconds_to_complete,
+            assigned: report.assigned,
         }))
     }
 }
