@@ -107,6 +107,14 @@ bench-consumers: setup
     cargo build --release --workspace --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-consumers"
 
+# WatchTasks on two replicas sharing PostgreSQL: change-to-watcher latency p50/p99 (through
+# the watcher's replica and through the other), deliveries/s, cut-offs and RSS at each
+# number of watchers per replica (BENCH_WATCHERS=50,200,500,1000; BENCH_USERS,
+# BENCH_RATE, BENCH_SECS, BENCH_P99_MS), and up to which it holds.
+bench-watch: setup
+    cargo build --release -p task-service -p taskmesh-integration --bins
+    "${CARGO_TARGET_DIR:-target}/release/bench-watch"
+
 # The whole system under steady mixed load with one fault of the matrix injected every
 # minute, then lost, duplicated, max backlog and every process's RSS; e.g. `just soak`,
 # `just soak 30 kafka` (Kafka with SASL/SCRAM over TLS).
