@@ -2,14 +2,16 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, Func, LikeExpr, Query, SelectStatement, UnionType,
+};
 use std::sync::Arc;
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Select, SqlErr,
-    Statement, TransactionTrait, TryIntoModel, Value,
+    FromQueryResult, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    RuntimeErr, Select, SqlErr, Statement, TransactionTrait, TryIntoModel, Value,
 };
 use taskmesh_shared::error::ApiError;
 use taskmesh_shared::events::TaskEvent;
@@ -21,7 +23,7 @@ use super::access;
 use super::batch::ReadBatcher;
 use super::entity::{ActiveModel, Column, Entity, Model};
 use super::outbox_entity;
-use super::search::{self, Search};
+use super::search::Search;
 use super::{Database, TaskStore};
 use crate::domain::{
     Change, ChangeKind, ListQuery, NewTask, OrderBy, Priority, StatusFilter, Task,
@@ -358,8 +360,7 @@ impl TaskStore for SeaTaskStore {
         if lists.is_empty() {
             return Ok(Vec::new());
         }
-        let mut select =
-            Entity::find().filter(Column::ListId.is_in(lists.iter().map(ToString::to_string)));
+        let mut select = Entity::find();
         match &filter.assignee {
             Some(Some(user)) => select = select.filter(Column::AssigneeId.eq(user.as_str())),
             Some(None) => select = select.filter(Column::AssigneeId.is_null()),
@@ -433,32 +434,53 @@ impl TaskStore for SeaTaskStore {
             );
         }
         let direction = |descending| if descending { Order::Desc } else { Order::Asc };
-        let select = select
-            .order_by(sort_key(), direction(key_descending))
-            .order_by(Column::Id, direction(id_descending))
-            .limit(u64::from(query.page_size) + 1);
-        // A rank is no column of the task: it comes with the row, for the page token.
-        if let Some(rank) = rank {
-            return select
-                .expr_as(rank, search::RANK_ALIAS)
-                .into_model::<search::Ranked>()
-                .all(&self.db.reader)
-                .await
-                .map_err(db_error)?
-                .into_iter()
-                .map(|row| Ok((to_task(row.model)?, row.rank)))
-                .collect();
-        }
-        select
+        let limit = u64::from(query.page_size) + 1;
+        // The key comes with the row (a rank is no column of the task), for the page token.
+        let of_list = |list: &Uuid| {
+            select
+                .clone()
+                .filter(Column::ListId.eq(list.to_string()))
+                // BIGINT in the row whatever the column (priority is a SMALLINT), while
+                // the order stays on the column itself, which its index gives.
+                .expr_as(sort_key().cast_as(Alias::new("BIGINT")), SORT_KEY)
+                .order_by(sort_key(), direction(key_descending))
+                .order_by(Column::Id, direction(id_descending))
+                .limit(limit)
+                .into_query()
+        };
+        // One list: its index gives the page in order. Several: each list's page from its
+        // own index, merged; `list_id IN (...)` would read every task of every list and
+        // sort them, which for a user with 100,000 tasks is the whole table of theirs.
+        let mut per_list = lists.iter().map(of_list);
+        let Some(first) = per_list.next() else {
+            return Ok(Vec::new());
+        };
+        let statement = if lists.len() == 1 {
+            first
+        } else {
+            let wrap = |(n, member): (usize, SelectStatement)| {
+                Query::select()
+                    .column(Asterisk)
+                    .from_subquery(member, Alias::new(format!("l{n}")))
+                    .to_owned()
+            };
+            let mut union = wrap((0, first));
+            for member in per_list.enumerate().map(|(n, m)| wrap((n + 1, m))) {
+                union.union(UnionType::All, member);
+            }
+            union
+                .order_by(Alias::new(SORT_KEY), direction(key_descending))
+                .order_by(Column::Id, direction(id_descending))
+                .limit(limit)
+                .to_owned()
+        };
+        let backend = self.db.reader.get_database_backend();
+        Keyed::find_by_statement(backend.build(&statement))
             .all(&self.db.reader)
             .await
             .map_err(db_error)?
             .into_iter()
-            .map(|row| {
-                let task = to_task(row)?;
-                let key = crate::domain::sort_key(&task, filter.order_by);
-                Ok((task, key))
-            })
+            .map(|row| Ok((to_task(row.task)?, row.key)))
             .collect()
     }
 
@@ -611,6 +633,24 @@ pub(super) fn open_tasks() -> Condition {
 
 pub(super) fn completed_tasks() -> Condition {
     Condition::all().add(Column::CompletedAt.is_not_null())
+}
+
+/// The sort key's column in a listing (`Keyed`).
+const SORT_KEY: &str = "sort_key";
+
+/// A task row with the key it was ordered by.
+struct Keyed {
+    task: Model,
+    key: i64,
+}
+
+impl FromQueryResult for Keyed {
+    fn from_query_result(row: &sea_orm::QueryResult, prefix: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            task: Model::from_query_result(row, prefix)?,
+            key: row.try_get(prefix, SORT_KEY)?,
+        })
+    }
 }
 
 fn sort_key_expr(order: OrderBy) -> Expr {

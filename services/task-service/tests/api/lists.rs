@@ -91,8 +91,16 @@ async fn a_shared_list_is_seen_by_its_members_only(backend: Backend) {
     // Bob's listing spans his own default list (empty) and the shared one.
     let bobs = list_all(&mut bob, ListTasksRequest::default()).await;
     assert_eq!(titles(&bobs), ["Shared"]);
-    let alices = list_all(&mut alice, ListTasksRequest::default()).await;
+    // Across her two lists, one page at a time and in either direction.
+    let one_by_one = |descending| ListTasksRequest {
+        page_size: 1,
+        descending,
+        ..Default::default()
+    };
+    let alices = list_all(&mut alice, one_by_one(false)).await;
     assert_eq!(titles(&alices), ["Private", "Shared"]);
+    let alices = list_all(&mut alice, one_by_one(true)).await;
+    assert_eq!(titles(&alices), ["Shared", "Private"]);
     let only_home = list_all(
         &mut alice,
         ListTasksRequest {
