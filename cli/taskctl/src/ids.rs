@@ -66,15 +66,23 @@ pub async fn resolve(client: &mut Client, raw: &str) -> anyhow::Result<String> {
         }
         req.page_token = page.next_page_token;
     }
-    pick(raw, found, Noun::Task)
+    Ok(pick(raw, found, Noun::Task)?.0)
 }
 
 /// The one list `raw` names: its id, the start or end of its id, or its name (exactly, else
 /// ignoring case). Archived lists count.
 pub async fn resolve_list(client: &mut ListClient, raw: &str) -> anyhow::Result<String> {
+    Ok(resolve_list_named(client, raw).await?.0)
+}
+
+/// [`resolve_list`], with the list's name when it was looked up (not for a whole id).
+pub async fn resolve_list_named(
+    client: &mut ListClient,
+    raw: &str,
+) -> anyhow::Result<(String, Option<String>)> {
     let raw = raw.trim();
     if is_full_id(raw) {
-        return Ok(raw.to_ascii_lowercase());
+        return Ok((raw.to_ascii_lowercase(), None));
     }
     if raw.is_empty() {
         return Err(fail(Class::Usage, "a list is named by its id or its name"));
@@ -106,7 +114,8 @@ pub async fn resolve_list(client: &mut ListClient, raw: &str) -> anyhow::Result<
             .map(|l| (l.id.clone(), l.name.clone()))
             .collect();
     }
-    pick(raw, found, Noun::List)
+    let (id, name) = pick(raw, found, Noun::List)?;
+    Ok((id, Some(name)))
 }
 
 /// Every list the caller is a member of, archived ones included.
@@ -133,7 +142,12 @@ enum Noun {
     List,
 }
 
-fn pick(raw: &str, mut found: Vec<(String, String)>, noun: Noun) -> anyhow::Result<String> {
+/// The one (id, title or name) found for `raw`.
+fn pick(
+    raw: &str,
+    mut found: Vec<(String, String)>,
+    noun: Noun,
+) -> anyhow::Result<(String, String)> {
     match found.len() {
         0 => Err(fail(
             Class::NotFound,
@@ -145,7 +159,7 @@ fn pick(raw: &str, mut found: Vec<(String, String)>, noun: Noun) -> anyhow::Resu
                 ),
             },
         )),
-        1 => Ok(found.remove(0).0),
+        1 => Ok(found.remove(0)),
         n => {
             let mut message = match noun {
                 Noun::Task => format!("{raw} is ambiguous: {n} task ids start or end with it:"),
@@ -179,7 +193,7 @@ mod tests {
     #[test]
     fn one_match_wins_none_is_not_found_many_are_named() {
         let t = |id: &str| (id.to_owned(), format!("title {id}"));
-        let pick = |raw, found| pick(raw, found, Noun::Task);
+        let pick = |raw, found| pick(raw, found, Noun::Task).map(|(id, _)| id);
         assert_eq!(pick("ab", vec![t("abc")]).unwrap(), "abc");
         assert_eq!(classify(&pick("ab", vec![]).unwrap_err()), Class::NotFound);
         let err = pick("ab", vec![t("abc"), t("abd")]).unwrap_err();

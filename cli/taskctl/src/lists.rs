@@ -210,6 +210,14 @@ fn show_members(members: &[pb::Member], view: View) {
     table(["USER", "ROLE", &added], &rows, view.color);
 }
 
+/// `list Groceries (<id>)`, or `list <id>` when the name was not looked up.
+fn shown(id: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("list {name} ({id})"),
+        None => format!("list {id}"),
+    }
+}
+
 /// One line saying what was done, or the JSON object it was done to.
 fn done(view: View, text: String, object: Value) {
     if view.json {
@@ -325,7 +333,7 @@ pub async fn share(
     view: View,
 ) -> anyhow::Result<()> {
     let mut client = ListServiceClient::new(channel);
-    let list_id = ids::resolve_list(&mut client, list).await?;
+    let (list_id, name) = ids::resolve_list_named(&mut client, list).await?;
     let role = pb::Role::from(role) as i32;
     let added = client
         .add_member(pb::AddMemberRequest {
@@ -350,10 +358,10 @@ pub async fn share(
         Err(status) => return Err(status.into()),
     };
     let text = format!(
-        "{verb} {}: {} of list {}",
+        "{verb} {}: {} of {}",
         member.user_id,
         role_name(member.role()),
-        member.list_id
+        shown(&member.list_id, name.as_deref())
     );
     done(view, text, member_json(&member));
     Ok(())
@@ -361,7 +369,7 @@ pub async fn share(
 
 pub async fn unshare(channel: Authed, list: &str, user: String, view: View) -> anyhow::Result<()> {
     let mut client = ListServiceClient::new(channel);
-    let list_id = ids::resolve_list(&mut client, list).await?;
+    let (list_id, name) = ids::resolve_list_named(&mut client, list).await?;
     client
         .remove_member(pb::RemoveMemberRequest {
             list_id: list_id.clone(),
@@ -370,7 +378,7 @@ pub async fn unshare(channel: Authed, list: &str, user: String, view: View) -> a
         .await?;
     done(
         view,
-        format!("removed {user} from list {list_id}"),
+        format!("removed {user} from {}", shown(&list_id, name.as_deref())),
         json!({ "list_id": list_id, "removed": user }),
     );
     Ok(())
@@ -378,7 +386,7 @@ pub async fn unshare(channel: Authed, list: &str, user: String, view: View) -> a
 
 pub async fn leave(channel: Authed, list: &str, view: View) -> anyhow::Result<()> {
     let mut client = ListServiceClient::new(channel);
-    let list_id = ids::resolve_list(&mut client, list).await?;
+    let (list_id, name) = ids::resolve_list_named(&mut client, list).await?;
     client
         .leave_list(pb::LeaveListRequest {
             list_id: list_id.clone(),
@@ -386,7 +394,7 @@ pub async fn leave(channel: Authed, list: &str, view: View) -> anyhow::Result<()
         .await?;
     done(
         view,
-        format!("left list {list_id}"),
+        format!("left {}", shown(&list_id, name.as_deref())),
         json!({ "left": list_id }),
     );
     Ok(())

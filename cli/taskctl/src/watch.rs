@@ -133,22 +133,30 @@ async fn follow(channel: Authed, args: &WatchArgs, view: View) -> anyhow::Result
             resume_token: token.clone(),
             list_id: list_id.clone(),
         };
+        let resumed = !token.is_empty();
         let broke = match tasks.watch_tasks(request).await {
             Err(status) => status,
             Ok(response) => {
-                // Said on stderr, so that stdout holds only changes; a script may wait
-                // for it to know that what follows is seen.
-                if connected_before {
-                    eprintln!("watch: reconnected; nothing was missed");
-                } else {
-                    eprintln!("watching {what} (Ctrl-C to stop)");
-                }
-                connected_before = true;
                 let mut stream = response.into_inner();
+                let mut first = true;
                 loop {
                     match stream.message().await {
                         Ok(Some(message)) => {
                             backoff = FIRST_BACKOFF;
+                            if std::mem::take(&mut first) {
+                                // The service's first message comes once it follows the
+                                // changes (after what a resume token missed). Said on
+                                // stderr, so that stdout holds only changes; a script
+                                // may wait for it to know that what follows is seen.
+                                if !connected_before {
+                                    eprintln!("watching {what} (Ctrl-C to stop)");
+                                } else if resumed {
+                                    eprintln!("watch: reconnected; nothing was missed");
+                                } else {
+                                    eprintln!("watch: reconnected");
+                                }
+                                connected_before = true;
+                            }
                             let shown = match &message.change {
                                 Some(change) => {
                                     if !view.json && !names.knows(&change_list(change)) {
@@ -181,17 +189,16 @@ async fn follow(channel: Authed, args: &WatchArgs, view: View) -> anyhow::Result
                 }
             }
         };
-        retry_or_fail(broke, &token)?;
         let wait = jittered(backoff);
-        eprintln!("watch: will reconnect in {:.1} s", wait.as_secs_f64());
+        retry_or_fail(broke, &token, wait)?;
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// Ok when `status` is worth another try with the last token; the error to end with
-/// otherwise.
-fn retry_or_fail(status: tonic::Status, token: &str) -> anyhow::Result<()> {
+/// Ok when `status` is worth another try with the last token, in `wait` (said on stderr);
+/// the error to end with otherwise.
+fn retry_or_fail(status: tonic::Status, token: &str, wait: Duration) -> anyhow::Result<()> {
     if status.code() == tonic::Code::OutOfRange {
         let since = if token.is_empty() {
             "the start"
@@ -211,7 +218,11 @@ fn retry_or_fail(status: tonic::Status, token: &str) -> anyhow::Result<()> {
     if exit::of_status(&status) != Class::Unavailable {
         return Err(status.into());
     }
-    eprintln!("watch: {}", output::describe_status(&status));
+    eprintln!(
+        "watch: {}; reconnecting in {:.1} s",
+        output::describe_status(&status),
+        wait.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -349,9 +360,10 @@ mod tests {
 
     #[test]
     fn only_a_lost_connection_or_a_cut_off_is_retried() {
-        assert!(retry_or_fail(tonic::Status::unavailable("restarting"), "t").is_ok());
-        assert!(retry_or_fail(tonic::Status::resource_exhausted("too slow"), "t").is_ok());
-        let class = |status| exit::classify(&retry_or_fail(status, "t").unwrap_err());
+        let wait = Duration::from_secs(1);
+        assert!(retry_or_fail(tonic::Status::unavailable("restarting"), "t", wait).is_ok());
+        assert!(retry_or_fail(tonic::Status::resource_exhausted("too slow"), "t", wait).is_ok());
+        let class = |status| exit::classify(&retry_or_fail(status, "t", wait).unwrap_err());
         assert_eq!(
             class(tonic::Status::out_of_range("too old")),
             Class::Expired

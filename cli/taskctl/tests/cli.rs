@@ -444,7 +444,14 @@ fn completions_and_the_manual_page_need_no_server() {
         let (code, script, stderr) = env.run(&["completions", shell], &[]);
         assert_eq!(code, 0, "{shell}: {stderr}");
         assert!(script.contains(marker), "{shell}: {script}");
-        assert!(script.contains("reopen"), "{shell}: subcommands missing");
+        for command in ["reopen", "lists", "share", "assign", "search", "watch"] {
+            assert!(script.contains(command), "{shell}: {command} missing");
+        }
+        // `lists` has actions of its own.
+        assert!(
+            script.contains("unarchive"),
+            "{shell}: lists' actions missing"
+        );
     }
     assert_eq!(env.run(&["completions", "tcsh"], &[]).0, USAGE);
     let (code, page, _) = env.run(&["man"], &[]);
@@ -454,9 +461,12 @@ fn completions_and_the_manual_page_need_no_server() {
         "{page}"
     );
     assert!(
-        page.contains(".SH \"EXIT STATUS\"") && page.contains("\n6\tunavailable"),
+        page.contains(".SH \"EXIT STATUS\"")
+            && page.contains("\n6\tunavailable")
+            && page.contains("\n7\twatch"),
         "{page}"
     );
+    assert!(page.contains("taskctl\\-watch"), "{page}");
 }
 
 #[test]
