@@ -49,7 +49,7 @@ pub fn router<S: StateStore>(config: &Config, store: Arc<S>, registry: &mut Regi
         store.clone(),
         RecordMetrics::register(
             registry.sub_registry_with_prefix("taskmesh_analytics"),
-            "Events that changed statistics",
+            "Changes to a user's statistics (an event counts once per user it counts for)",
         ),
     ));
     let pubsub = &config.service.sidecar.pubsub;
