@@ -469,12 +469,16 @@ async fn pages_through_results_while_tasks_are_added(backend: Backend) {
         let t = task(&mut alice, &format!("{title} {i}"), description).await;
         rank_of.insert(t.id.clone(), rank);
         existing.insert(t.id);
-        task(
-            &mut alice,
-            &format!("pear {i}"),
-            "no fruit of the right kind",
-        )
-        .await;
+        // Four others for each match: a word in few tasks is where a rank that weighs
+        // words by how many tasks have them (bm25) moves with every insert.
+        for j in 0..4 {
+            task(
+                &mut alice,
+                &format!("pear {i}.{j}"),
+                "no fruit of the right kind",
+            )
+            .await;
+        }
     }
     let mut req = ListTasksRequest {
         page_size: 7,

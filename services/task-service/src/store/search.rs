@@ -27,10 +27,10 @@
 //! the matches in each column instead, with `highlight`.
 
 use sea_orm::sea_query::{Expr, IntoIden, JoinType};
-use sea_orm::{DbBackend, DbErr, FromQueryResult, QueryFilter, QueryResult, QueryTrait, Select};
+use sea_orm::{DbBackend, QueryFilter, QueryTrait, Select};
 use taskmesh_shared::error::ApiError;
 
-use super::entity::{Entity, Model};
+use super::entity::Entity;
 
 /// The text search configuration of the tsvector column and of every query against it.
 /// The migration's column and the queries must agree, or the GIN index finds nothing.
@@ -41,9 +41,6 @@ pub(super) const FTS_TABLE: &str = "tasks_fts";
 
 /// The stored tsvector column of `tasks` (PostgreSQL).
 pub(super) const PG_COLUMN: &str = "search";
-
-/// The column name a ranked select gives the rank (`Ranked`).
-pub(super) const RANK_ALIAS: &str = "search_rank";
 
 /// A rank of 1.0 as an integer key: six decimals are finer than `ts_rank_cd`'s float4
 /// carries, and the largest ranks (a few hundred) stay far from `i64::MAX`.
@@ -177,21 +174,6 @@ impl Search {
             })
             .collect::<Vec<_>>()
             .join(" & ")
-    }
-}
-
-/// A task row with the rank a ranked select gave it (`RANK_ALIAS`).
-pub(super) struct Ranked {
-    pub model: Model,
-    pub rank: i64,
-}
-
-impl FromQueryResult for Ranked {
-    fn from_query_result(row: &QueryResult, prefix: &str) -> Result<Self, DbErr> {
-        Ok(Self {
-            model: Model::from_query_result(row, prefix)?,
-            rank: row.try_get(prefix, RANK_ALIAS)?,
-        })
     }
 }
 
