@@ -165,7 +165,7 @@ impl FromQueryResult for Visible {
 
 /// The batch's tasks joined with the batch's callers' memberships of their lists: one
 /// query, whose plan is the tasks' primary key and the members' primary key.
-fn visible_statement(backend: DbBackend, ids: &[&str], callers: &[&str]) -> Statement {
+pub fn visible_statement(backend: DbBackend, ids: &[&str], callers: &[&str]) -> Statement {
     let placeholder = |n: usize| match backend {
         DbBackend::Postgres => format!("${n}"),
         _ => "?".to_owned(),

@@ -23,7 +23,12 @@ use uuid::Uuid;
 use crate::domain::{Change, ListQuery, NewTask, Task};
 use crate::lists::{ListChange, ListView, Member, Role};
 
-pub use sea::SeaTaskStore;
+pub use sea::{SeaTaskStore, list_statement};
+
+/// GetTask's batched read of `ids` for `callers`, for the tests that hold every query the
+/// API can issue to its index (`EXPLAIN`).
+#[doc(hidden)]
+pub use batch::visible_statement as get_statement;
 
 /// What the API needs from storage for tasks. Every method acts for one caller, who sees
 /// the tasks of the lists they are a member of: any other task is indistinguishable from

@@ -344,138 +344,18 @@ impl TaskStore for SeaTaskStore {
     }
 
     async fn list(&self, caller: &str, query: &ListQuery) -> Result<Vec<(Task, i64)>, ApiError> {
-        let filter = &query.filter;
-        let search = filter
-            .query
-            .as_deref()
-            .map(|text| Search::new(self.db.reader.get_database_backend(), text))
-            .transpose()?;
-        let lists = match filter.list_id {
+        let lists = match query.filter.list_id {
             Some(list) => {
                 access::require(&self.db.reader, list, caller).await?;
                 vec![list]
             }
             None => access::visible_lists(&self.db.reader, caller, false).await?,
         };
-        if lists.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut select = Entity::find();
-        match &filter.assignee {
-            Some(Some(user)) => select = select.filter(Column::AssigneeId.eq(user.as_str())),
-            Some(None) => select = select.filter(Column::AssigneeId.is_null()),
-            None => {}
-        }
-        select = match filter.status {
-            StatusFilter::Open => select.filter(Column::CompletedAt.is_null()),
-            StatusFilter::Completed => select.filter(Column::CompletedAt.is_not_null()),
-            StatusFilter::All => select,
-        };
-        if let Some(priority) = filter.priority {
-            select = select.filter(Column::Priority.eq(priority.as_i16()));
-        }
-        if let Some(tag) = &filter.tag {
-            // Tags are stored as a JSON array; match the element with its quotes.
-            let quoted = serde_json::to_string(tag).map_err(ApiError::internal)?;
-            let pattern = LikeExpr::new(format!("%{}%", escape_like(&quoted))).escape('\\');
-            select = select.filter(Expr::col((Entity, Column::Tags)).like(pattern));
-        }
-        if let Some(before) = filter.due_before {
-            select = select.filter(Column::DueAt.lt(micros(before)));
-        }
-        if let Some(after) = filter.due_after {
-            select = select.filter(Column::DueAt.gte(micros(after)));
-        }
-        if let Some(needle) = &filter.title_contains {
-            let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
-            select = select.filter(
-                Func::lower(Expr::col((Entity, Column::Title)))
-                    .like(LikeExpr::new(pattern).escape('\\')),
-            );
-        }
-        // Relevance is the rank of the search; the other orders are columns.
-        let rank = match (&search, filter.order_by) {
-            (Some(search), OrderBy::Relevance) => Some(search.rank()),
-            (None, OrderBy::Relevance) => {
-                return Err(ApiError::invalid("order_by", "relevance needs a query"));
-            }
-            _ => None,
-        };
-        if let Some(search) = &search {
-            select = search.restrict(select, rank.is_some());
-        }
-        let sort_key = || {
-            rank.clone()
-                .unwrap_or_else(|| sort_key_expr(filter.order_by))
-        };
-
-        // Keyset paging on (sort key, id): stable while rows are inserted, unlike OFFSET.
-        // Priority and relevance put the highest first.
-        let key_descending =
-            matches!(filter.order_by, OrderBy::Priority | OrderBy::Relevance) != filter.descending;
-        let id_descending = filter.descending;
-        if let Some(after) = query.after {
-            let key = sort_key();
-            let id = after.id.to_string();
-            let key_after = if key_descending {
-                key.clone().lt(after.key)
-            } else {
-                key.clone().gt(after.key)
-            };
-            let id_after = if id_descending {
-                Column::Id.lt(id)
-            } else {
-                Column::Id.gt(id)
-            };
-            select = select.filter(
-                Condition::any()
-                    .add(key_after)
-                    .add(Condition::all().add(key.eq(after.key)).add(id_after)),
-            );
-        }
-        let direction = |descending| if descending { Order::Desc } else { Order::Asc };
-        let limit = u64::from(query.page_size) + 1;
-        // The key comes with the row (a rank is no column of the task), for the page token.
-        let of_list = |list: &Uuid| {
-            select
-                .clone()
-                .filter(Column::ListId.eq(list.to_string()))
-                // BIGINT in the row whatever the column (priority is a SMALLINT), while
-                // the order stays on the column itself, which its index gives.
-                .expr_as(sort_key().cast_as(Alias::new("BIGINT")), SORT_KEY)
-                .order_by(sort_key(), direction(key_descending))
-                .order_by(Column::Id, direction(id_descending))
-                .limit(limit)
-                .into_query()
-        };
-        // One list: its index gives the page in order. Several: each list's page from its
-        // own index, merged; `list_id IN (...)` would read every task of every list and
-        // sort them, which for a user with 100,000 tasks is the whole table of theirs.
-        let mut per_list = lists.iter().map(of_list);
-        let Some(first) = per_list.next() else {
-            return Ok(Vec::new());
-        };
-        let statement = if lists.len() == 1 {
-            first
-        } else {
-            let wrap = |(n, member): (usize, SelectStatement)| {
-                Query::select()
-                    .column(Asterisk)
-                    .from_subquery(member, Alias::new(format!("l{n}")))
-                    .to_owned()
-            };
-            let mut union = wrap((0, first));
-            for member in per_list.enumerate().map(|(n, m)| wrap((n + 1, m))) {
-                union.union(UnionType::All, member);
-            }
-            union
-                .order_by(Alias::new(SORT_KEY), direction(key_descending))
-                .order_by(Column::Id, direction(id_descending))
-                .limit(limit)
-                .to_owned()
-        };
         let backend = self.db.reader.get_database_backend();
-        Keyed::find_by_statement(backend.build(&statement))
+        let Some(statement) = list_statement(backend, &lists, query)? else {
+            return Ok(Vec::new());
+        };
+        Keyed::find_by_statement(statement)
             .all(&self.db.reader)
             .await
             .map_err(db_error)?
@@ -633,6 +513,138 @@ pub(super) fn open_tasks() -> Condition {
 
 pub(super) fn completed_tasks() -> Condition {
     Condition::all().add(Column::CompletedAt.is_not_null())
+}
+
+/// The statement of one ListTasks page over `lists` (the caller's, already checked);
+/// `None` when there are none. Public for the tests that hold every query the API can
+/// issue to its index (`EXPLAIN`).
+#[doc(hidden)]
+pub fn list_statement(
+    backend: DbBackend,
+    lists: &[Uuid],
+    query: &ListQuery,
+) -> Result<Option<Statement>, ApiError> {
+    let filter = &query.filter;
+    let search = filter
+        .query
+        .as_deref()
+        .map(|text| Search::new(backend, text))
+        .transpose()?;
+    let mut select = Entity::find();
+    match &filter.assignee {
+        Some(Some(user)) => select = select.filter(Column::AssigneeId.eq(user.as_str())),
+        Some(None) => select = select.filter(Column::AssigneeId.is_null()),
+        None => {}
+    }
+    select = match filter.status {
+        StatusFilter::Open => select.filter(Column::CompletedAt.is_null()),
+        StatusFilter::Completed => select.filter(Column::CompletedAt.is_not_null()),
+        StatusFilter::All => select,
+    };
+    if let Some(priority) = filter.priority {
+        select = select.filter(Column::Priority.eq(priority.as_i16()));
+    }
+    if let Some(tag) = &filter.tag {
+        // Tags are stored as a JSON array; match the element with its quotes.
+        let quoted = serde_json::to_string(tag).map_err(ApiError::internal)?;
+        let pattern = LikeExpr::new(format!("%{}%", escape_like(&quoted))).escape('\\');
+        select = select.filter(Expr::col((Entity, Column::Tags)).like(pattern));
+    }
+    if let Some(before) = filter.due_before {
+        select = select.filter(Column::DueAt.lt(micros(before)));
+    }
+    if let Some(after) = filter.due_after {
+        select = select.filter(Column::DueAt.gte(micros(after)));
+    }
+    if let Some(needle) = &filter.title_contains {
+        let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
+        select = select.filter(
+            Func::lower(Expr::col((Entity, Column::Title)))
+                .like(LikeExpr::new(pattern).escape('\\')),
+        );
+    }
+    // Relevance is the rank of the search; the other orders are columns.
+    let rank = match (&search, filter.order_by) {
+        (Some(search), OrderBy::Relevance) => Some(search.rank()),
+        (None, OrderBy::Relevance) => {
+            return Err(ApiError::invalid("order_by", "relevance needs a query"));
+        }
+        _ => None,
+    };
+    if let Some(search) = &search {
+        select = search.restrict(select, rank.is_some());
+    }
+    let sort_key = || {
+        rank.clone()
+            .unwrap_or_else(|| sort_key_expr(filter.order_by))
+    };
+
+    // Keyset paging on (sort key, id): stable while rows are inserted, unlike OFFSET.
+    // Priority and relevance put the highest first.
+    let key_descending =
+        matches!(filter.order_by, OrderBy::Priority | OrderBy::Relevance) != filter.descending;
+    let id_descending = filter.descending;
+    if let Some(after) = query.after {
+        let key = sort_key();
+        let id = after.id.to_string();
+        let key_after = if key_descending {
+            key.clone().lt(after.key)
+        } else {
+            key.clone().gt(after.key)
+        };
+        let id_after = if id_descending {
+            Column::Id.lt(id)
+        } else {
+            Column::Id.gt(id)
+        };
+        select = select.filter(
+            Condition::any()
+                .add(key_after)
+                .add(Condition::all().add(key.eq(after.key)).add(id_after)),
+        );
+    }
+    let direction = |descending| if descending { Order::Desc } else { Order::Asc };
+    let limit = u64::from(query.page_size) + 1;
+    // The key comes with the row (a rank is no column of the task), for the page token.
+    let of_list = |list: &Uuid| {
+        select
+            .clone()
+            .filter(Column::ListId.eq(list.to_string()))
+            // BIGINT in the row whatever the column (priority is a SMALLINT), while
+            // the order stays on the column itself, which its index gives.
+            .expr_as(sort_key().cast_as(Alias::new("BIGINT")), SORT_KEY)
+            .order_by(sort_key(), direction(key_descending))
+            .order_by(Column::Id, direction(id_descending))
+            .limit(limit)
+            .into_query()
+    };
+    // One list: its index gives the page in order. Several: each list's page from its
+    // own index, merged; `list_id IN (...)` would read every task of every list and
+    // sort them, which for a user with 100,000 tasks is the whole table of theirs.
+    let mut per_list = lists.iter().map(of_list);
+    let Some(first) = per_list.next() else {
+        return Ok(None);
+    };
+    let statement = if lists.len() == 1 {
+        first
+    } else {
+        let wrap = |(n, member): (usize, SelectStatement)| {
+            Query::select()
+                .column(Asterisk)
+                .from_subquery(member, Alias::new(format!("l{n}")))
+                .to_owned()
+        };
+        let mut union = wrap((0, first));
+        for member in per_list.enumerate().map(|(n, m)| wrap((n + 1, m))) {
+            union.union(UnionType::All, member);
+        }
+        union
+            .order_by(Alias::new(SORT_KEY), direction(key_descending))
+            .order_by(Column::Id, direction(id_descending))
+            .limit(limit)
+            .to_owned()
+    };
+    Ok(Some(backend.build(&statement)))
 }
 
 /// The sort key's column in a listing (`Keyed`).

@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod concurrency;
 mod crud;
+mod explain;
 mod identity;
 mod limits;
 mod list;
