@@ -4,7 +4,9 @@
 //! `stats/get` and `notifications/list` answer through the sidecar's invoke API (what `dapr
 //! invoke` calls), a forged internal call is refused, and a poison event goes to the
 //! app's dead-letter topic (where the app keeps it) while the next good one is still
-//! applied.
+//! applied. A task in a shared list reaches its assignee: their notifications, their
+//! completion and assignments in analytics, and the next occurrence assigned to them in
+//! the same list.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -14,7 +16,7 @@ use dapr::dapr::proto::runtime::v1::PublishEventRequest;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use serde_json::json;
 use taskmesh_integration::apps::{App, Stack, eventually, private_name_resolution, tail};
-use taskmesh_integration::client::task_client;
+use taskmesh_integration::client::{list_client, task_client};
 use taskmesh_integration::redis_server::RedisServer;
 use taskmesh_integration::scheduler::Scheduler;
 use taskmesh_integration::sidecar::{Broker, Resources};
@@ -402,6 +404,138 @@ fn completion(user: &str, title: &str) -> taskmesh_shared::events::TaskEvent {
 }
 
 /// Publishes as task-service (the one app the topic scopes let publish task events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_task_goes_to_its_assignee() {
+    let _turn = SERIAL.lock().await;
+    let redis = RedisServer::start().unwrap();
+    let scheduler = Scheduler::start().unwrap();
+    let names = tempfile::tempdir().unwrap();
+    let stack = stack(&scheduler, names.path());
+    let resources = Resources::new(Broker::Redis, &redis.addr(), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = stack
+        .start_task_service(&resources, dir.path(), SECRET, vec![])
+        .unwrap();
+    let recurring = stack
+        .start("recurring-service", &resources, vec![])
+        .unwrap();
+    let analytics = stack
+        .start("analytics-service", &resources, vec![])
+        .unwrap();
+    let notifications = stack
+        .start("notification-service", &resources, vec![])
+        .unwrap();
+
+    let endpoint = tasks.service.endpoint();
+    let mut alice = task_client(&endpoint, SECRET, "alice").unwrap();
+    let mut bob = task_client(&endpoint, SECRET, "bob").unwrap();
+    let mut alice_lists = list_client(&endpoint, SECRET, "alice").unwrap();
+    let home = alice_lists
+        .create_list(CreateListRequest {
+            name: "Home".into(),
+            request_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    alice_lists
+        .add_member(AddMemberRequest {
+            list_id: home.id.clone(),
+            user_id: "bob".into(),
+            role: Role::Editor as i32,
+        })
+        .await
+        .unwrap();
+    let due = chrono::Utc::now() + chrono::Duration::days(1);
+    let first = alice
+        .create_task(CreateTaskRequest {
+            title: "Take out the bins".into(),
+            due_time: Some(prost_types::Timestamp {
+                seconds: due.timestamp(),
+                nanos: 0,
+            }),
+            recurrence: Some("FREQ=WEEKLY;COUNT=2".into()),
+            list_id: Some(home.id.clone()),
+            assignee_id: Some("bob".into()),
+            ..CreateTaskRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    bob.complete_task(CompleteTaskRequest {
+        id: first.id.clone(),
+        expected_version: None,
+    })
+    .await
+    .unwrap();
+
+    // recurring-service creates the next one for alice, in the same list, for bob.
+    let next = eventually(Duration::from_secs(30), async || {
+        let open = bob
+            .list_tasks(ListTasksRequest {
+                status: StatusFilter::Open as i32,
+                list_id: Some(home.id.clone()),
+                ..ListTasksRequest::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .tasks;
+        open.into_iter().find(|t| t.id != first.id)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no next occurrence.\nrecurring-service:\n{}",
+            tail(&recurring.service.log())
+        )
+    });
+    assert_eq!(
+        (next.owner_id.as_str(), next.assignee_id.as_deref()),
+        ("alice", Some("bob"))
+    );
+
+    // analytics: alice created both; bob completed one and was assigned both.
+    let counted = eventually(Duration::from_secs(30), async || {
+        let (a, b) = (stats(&analytics, "alice"), stats(&analytics, "bob"));
+        (a["created"] == 2 && b["completed"] == 1 && b["assigned"] == 2).then_some((a, b))
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "statistics: alice {} bob {}",
+            stats(&analytics, "alice"),
+            stats(&analytics, "bob")
+        )
+    });
+    assert_eq!(counted.0["completed"], 0, "{counted:?}");
+    assert_eq!(counted.1["created"], 0, "{counted:?}");
+
+    // notification-service: the next occurrence's due time goes to bob, not to alice.
+    eventually(Duration::from_secs(60), async || {
+        let kinds = notification_kinds(&notifications, "bob");
+        kinds
+            .iter()
+            .any(|(kind, task)| kind == "due_time_set" && *task == next.id)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "bob's notifications: {:?}\nnotification-service:\n{}",
+            notification_kinds(&notifications, "bob"),
+            tail(&notifications.service.log())
+        )
+    });
+    let alices = notification_kinds(&notifications, "alice");
+    assert!(
+        alices
+            .iter()
+            .all(|(_, task)| *task != first.id && *task != next.id),
+        "alice was told about bob's tasks: {alices:?}"
+    );
+}
+
 async fn publish(
     endpoint: String,
     token: Option<String>,
