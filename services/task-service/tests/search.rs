@@ -159,6 +159,9 @@ async fn the_query_language(backend: Backend) {
         ("pass*port", &[]),
         // Punctuation is no word: what is left is searched.
         ("tokyo !!! ***", &["Book flights to Tokyo"]),
+        // A word that is no word to PostgreSQL's parser leaves only an exclusion there,
+        // which must not find everything else.
+        ("½ -passport", &[]),
     ];
     for (query, expected) in cases {
         assert_eq!(&found(&mut alice, search(query)).await, expected, "{query}");

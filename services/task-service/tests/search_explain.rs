@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
 use task_service::domain::{ListQuery, NewTask, OrderBy, Priority, StatusFilter, TaskFilter};
 use task_service::store::{Database, SeaTaskStore, TaskStore};
 
@@ -122,6 +123,31 @@ async fn plans(url: &str) -> Vec<String> {
     }
     let statements = caught.lock().unwrap().clone();
     assert_eq!(statements.len(), 2, "one search statement per list call");
+    // For the record (a debug build, this machine): the median of 20 searches, once
+    // for the matches of one word and once for a word in every task of alice's.
+    for (word, order) in [
+        ("needle", OrderBy::Relevance),
+        ("needle", OrderBy::CreateTime),
+        ("filler", OrderBy::Relevance),
+        ("filler", OrderBy::CreateTime),
+    ] {
+        let query = ListQuery {
+            filter: filter(word, order),
+            page_size: 50,
+            after: None,
+        };
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let start = std::time::Instant::now();
+            store.list("alice", &query).await.unwrap();
+            times.push(start.elapsed());
+        }
+        times.sort();
+        println!(
+            "{backend:?} {word:?} {order:?}: median {:?}",
+            times[times.len() / 2]
+        );
+    }
     let mut out = Vec::new();
     for statement in statements {
         let explain = match backend {

@@ -82,8 +82,13 @@ impl Search {
     /// the order asked for and stop at the page's end.
     pub(super) fn restrict(&self, select: Select<Entity>, ranked: bool) -> Select<Entity> {
         match self.backend {
+            // A word of characters PostgreSQL's parser does not take as letters (`½`) is
+            // dropped from the query; when only excluded words are left, the query would
+            // match every task without them (`querytree` is then `T`): it matches none.
             DbBackend::Postgres => select.filter(Expr::cust_with_values(
-                format!(r#""tasks"."{PG_COLUMN}" @@ to_tsquery('{PG_CONFIG}', $1)"#),
+                format!(
+                    r#""tasks"."{PG_COLUMN}" @@ to_tsquery('{PG_CONFIG}', $1) AND querytree(to_tsquery('{PG_CONFIG}', $1)) <> 'T'"#
+                ),
                 [self.tsquery()],
             )),
             _ if ranked => {
