@@ -101,6 +101,13 @@ bench-analytics: setup
     cargo build --release -p analytics-service -p taskmesh-integration --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-analytics"
 
+# task-service at 10,000 and at 1,000,000 tasks (or `just bench-scale 100000`), on SQLite
+# and PostgreSQL seeded in bulk: every read and write's rate, p50, p99 and their ratios,
+# RSS, bytes per task; BENCH_SCALE_RELAY=1 adds the outbox relay draining as many events.
+bench-scale *args: setup
+    cargo build --release -p task-service -p taskmesh-integration --bins
+    "${CARGO_TARGET_DIR:-target}/release/bench-scale" "$@"
+
 # The subscriber services on Redis through real daprd: analytics events/s (new and
 # redelivered), recurring completions/s, CompleteTask-to-next-occurrence latency.
 bench-consumers: setup

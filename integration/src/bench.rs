@@ -79,3 +79,99 @@ pub async fn bulk_publish(
     }
     Ok(())
 }
+
+/// What one drive of a load measured: every call's latency and the wall time it took.
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    /// Sorted, shortest first.
+    pub latencies_us: Vec<u64>,
+    pub elapsed: std::time::Duration,
+}
+
+impl Load {
+    /// Calls per second.
+    pub fn rate(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// The latency below which a share `p` (0 to 1) of the calls finished, in ms.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        let at = ((self.latencies_us.len() as f64 * p) as usize)
+            .min(self.latencies_us.len().saturating_sub(1));
+        self.latencies_us.get(at).copied().unwrap_or(0) as f64 / 1000.0
+    }
+}
+
+/// Runs `concurrency` workers in a loop for `length`, each calling `op(worker, i)` with
+/// its own counter `i`, and returns what they measured.
+pub async fn drive<F, Fut>(
+    concurrency: usize,
+    length: std::time::Duration,
+    op: std::sync::Arc<F>,
+) -> anyhow::Result<Load>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    use std::time::Instant;
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let op = op.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                op(w, i).await?;
+                latencies.push(start.elapsed().as_micros() as u64);
+                i += 1;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for worker in workers {
+        latencies_us.extend(worker.await??);
+    }
+    latencies_us.sort_unstable();
+    Ok(Load {
+        latencies_us,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The peak resident set (`VmHWM`) of process `pid`, in MB; 0 when unreadable.
+pub fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Waits until `service`'s metric `name` reaches `target`, up to `timeout`; the time taken.
+pub async fn wait_for_metric(
+    service: &ServiceProcess,
+    name: &str,
+    target: f64,
+    timeout: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        let now = metric(service, name);
+        if now >= target {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "{name} stuck at {now} of {target}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
