@@ -235,7 +235,11 @@ async fn seed(db: &DatabaseConnection, shape: Shape, base: i64) -> anyhow::Resul
             HEAVY_NO,
             k,
             shape.heavy_tasks,
-            &heavy_list_id(k % HEAVY_LISTS),
+            // Blocks of 100 consecutive tasks per list: tags, statuses and due times
+            // (which follow `k % 10`, `% 4`, `% 5`) then spread evenly over every list.
+            // (`k % HEAVY_LISTS` put each tag in one list only, and completed tasks in
+            // every other one: a filter then scanned whole lists without a match.)
+            &heavy_list_id((k / 100) % HEAVY_LISTS),
             base,
         )
     });
