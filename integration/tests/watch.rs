@@ -313,6 +313,9 @@ async fn each_watcher_sees_exactly_its_changes_across_replicas_and_resumes() {
         }
     }
     setting.round(&mut made, 4).await;
+    // Concurrent writers through both replicas: PostgreSQL commits outbox rows out of
+    // their seq order, which each watcher must still get, once each.
+    setting.burst(&mut made, 240).await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -397,6 +400,38 @@ struct Setting {
 }
 
 impl Setting {
+    /// `n` creates at once, 24 in flight, by every user through both replicas.
+    async fn burst(&self, made: &mut Made, n: usize) {
+        use futures::StreamExt;
+        let created: Vec<taskmesh_proto::tasks::v1::Task> = futures::stream::iter(0..n)
+            .map(|i| {
+                let user = USERS[i % USERS.len()];
+                let list = if user != "carol" && i % 2 == 0 {
+                    self.shared.clone()
+                } else {
+                    self.defaults[user].clone()
+                };
+                let mut client = tasks(&self.channels[i % 2], user);
+                async move {
+                    client
+                        .create_task(CreateTaskRequest {
+                            title: format!("burst {i}"),
+                            list_id: Some(list),
+                            ..CreateTaskRequest::default()
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                }
+            })
+            .buffer_unordered(24)
+            .collect()
+            .await;
+        for task in &created {
+            made.note(task, 1, None);
+        }
+    }
+
     /// Each user creates four tasks and changes them through both replicas by turns: a
     /// completion, a move out of the shared list, a deletion.
     async fn round(&self, made: &mut Made, round: usize) {
