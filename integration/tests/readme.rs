@@ -7,11 +7,15 @@
 //! the lines: `localhost:<fixed port>` becomes the test's port, `<id>` a real task id,
 //! `~` a throwaway home (the developer's token stays untouched), and `.data/tokens/` is
 //! the test's directory's. `just up` itself is not run: it is the system under test.
+//! A block meant for a second terminal that runs until Ctrl-C (`taskctl watch`) is
+//! started in the background, and its output checked for the changes the lines after it
+//! made before it gets its Ctrl-C (SIGINT to its process group, as a terminal sends it).
 //! The services' log files are also checked for colour escape codes (none off a terminal).
 #![allow(clippy::unwrap_used)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use taskmesh_integration::apps::{App, Stack, private_name_resolution, tail};
@@ -32,9 +36,21 @@ struct Line(String);
 /// followed by why (it installs into the reader's home, say).
 const SKIP: &str = "<!-- not run by integration/tests/readme.rs:";
 
+/// The README marks a block that runs until Ctrl-C in a terminal of its own with this
+/// comment on the line before it, followed by why.
+const BACKGROUND: &str = "<!-- run by integration/tests/readme.rs in the background:";
+
+/// A ```sh block: its commands, and whether it is a second terminal's (run in the
+/// background while the blocks after it run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Block {
+    lines: Vec<Line>,
+    background: bool,
+}
+
 /// The ```sh blocks of the README's "Try it" section (up to the next `## ` heading), each
 /// as its commands; blocks marked with `SKIP` are left out.
-fn try_it_blocks(readme: &str) -> Vec<Vec<Line>> {
+fn try_it_blocks(readme: &str) -> Vec<Block> {
     let section = readme
         .split("\n## ")
         .find(|part| part.starts_with("Try it\n"))
@@ -43,17 +59,19 @@ fn try_it_blocks(readme: &str) -> Vec<Vec<Line>> {
     let mut current: Option<Vec<Line>> = None;
     let mut pending = String::new();
     let mut skipped = false;
+    let mut background = false;
     let mut previous = "";
     for line in section.lines() {
         match (&mut current, line.trim_end()) {
             (None, "```sh") => {
                 skipped = previous.starts_with(SKIP);
+                background = previous.starts_with(BACKGROUND);
                 current = Some(Vec::new());
             }
             (Some(_), "```") => {
-                let block = current.take().unwrap();
+                let lines = current.take().unwrap();
                 if !skipped {
-                    blocks.push(block);
+                    blocks.push(Block { lines, background });
                 }
             }
             (Some(block), text) => {
@@ -118,9 +136,10 @@ impl Homes {
     }
 }
 
-/// Runs `script` in bash (as the README's reader would), in `dir`, with `HOME` = `home`.
-fn bash(script: &str, dir: &Path, home: &Path, homes: &Homes, server: &str) -> (bool, String) {
-    let output = Command::new("bash")
+/// `script` in bash (as the README's reader would run it), in `dir`, with `HOME` = `home`.
+fn bash_command(script: &str, dir: &Path, home: &Path, homes: &Homes, server: &str) -> Command {
+    let mut command = Command::new("bash");
+    command
         .args(["-euo", "pipefail", "-c", script])
         .current_dir(dir)
         .env("HOME", home)
@@ -129,7 +148,13 @@ fn bash(script: &str, dir: &Path, home: &Path, homes: &Homes, server: &str) -> (
         .env("TASKMESH_CACHE", &homes.taskmesh_cache)
         .env("TASKMESH_SERVER", server)
         .env_remove("XDG_CONFIG_HOME")
-        .env_remove("TASKMESH_TOKEN")
+        .env_remove("TASKMESH_TOKEN");
+    command
+}
+
+/// Runs `script` to its end: whether it succeeded, and what it printed.
+fn bash(script: &str, dir: &Path, home: &Path, homes: &Homes, server: &str) -> (bool, String) {
+    let output = bash_command(script, dir, home, homes, server)
         .output()
         .unwrap();
     let text = format!(
@@ -179,6 +204,104 @@ async fn alice_tasks(endpoint: &str) -> Vec<Task> {
         .tasks
 }
 
+/// A second terminal's command, running in a process group of its own (as a terminal's
+/// foreground job), its stdout and stderr going to `log`.
+struct Background {
+    line: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Background {
+    fn start(script: &str, line: &str, log: PathBuf, command: &mut Command) -> Self {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {script}: {e}"));
+        Self {
+            line: line.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the output passes `check`; panics with it after `secs` seconds, or
+    /// when the command ended.
+    async fn wait_for(&mut self, secs: u64, what: &str, check: fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check(&self.output()) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "{}: ended ({status}) before it showed {what}:\n{}",
+                    self.line,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {what} within {secs} s:\n{}",
+                self.line,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Ctrl-C: SIGINT to the whole process group, as a terminal sends it. How it ended,
+    /// and its output.
+    async fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        let group = format!("-{}", self.child.id());
+        let sent = Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -INT -- {group}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{}: still running 15 s after Ctrl-C", self.line);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        (status, self.output())
+    }
+}
+
+/// When a second terminal's command is ready for the lines after it.
+fn ready(line: &str) -> fn(&str) -> bool {
+    if line.contains("taskctl watch") {
+        |text| text.contains("watching")
+    } else {
+        |_| true
+    }
+}
+
+/// What a second terminal's command shows once the lines after it ran.
+fn shown(line: &str) -> fn(&str) -> bool {
+    if line.contains("taskctl watch") {
+        // bob's task in alice's shared list, made after the watch started.
+        |text| {
+            text.lines().any(|l| {
+                l.contains("created") && l.contains("Oat milk") && l.contains("bob -> alice")
+            })
+        }
+    } else {
+        |_| true
+    }
+}
+
 fn by_title<'a>(tasks: &'a [Task], title: &str) -> Vec<&'a Task> {
     tasks.iter().filter(|task| task.title == title).collect()
 }
@@ -202,15 +325,19 @@ fn settled(line: &str) -> fn(&str) -> bool {
 fn the_readme_parser_keeps_continuations_and_ends_at_the_next_section() {
     let readme = "# x\n## Try it\n\n```sh\njust a \"b c\"   # note\nx \\\n  -d '{}'\n```\n\
                   text\n```sh\nTOKEN=1\n```\n<!-- not run by integration/tests/readme.rs: why -->\n\n\
-                  ```sh\ncargo install x\n```\n## Next\n```sh\nnot this\n```\n";
+                  ```sh\ncargo install x\n```\n<!-- run by integration/tests/readme.rs in the background: \
+                  why -->\n```sh\njust watch\n```\n```\nshown output\n```\n\
+                  ## Next\n```sh\nnot this\n```\n";
+    let block = |background, lines: &[&str]| Block {
+        lines: lines.iter().map(|l| Line((*l).to_owned())).collect(),
+        background,
+    };
     assert_eq!(
         try_it_blocks(readme),
         vec![
-            vec![
-                Line("just a \"b c\"   # note".into()),
-                Line("x \\\n  -d '{}'".into())
-            ],
-            vec![Line("TOKEN=1".into())],
+            block(false, &["just a \"b c\"   # note", "x \\\n  -d '{}'"]),
+            block(false, &["TOKEN=1"]),
+            block(true, &["just watch"]),
         ]
     );
 }
@@ -220,7 +347,7 @@ async fn the_try_it_lines_work_as_written() {
     let root = taskmesh_integration::repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let blocks = try_it_blocks(&readme);
-    let lines: usize = blocks.iter().map(Vec::len).sum();
+    let lines: usize = blocks.iter().map(|b| b.lines.len()).sum();
     assert!(
         lines >= 15,
         "the Try it section has {lines} lines: {blocks:?}"
@@ -289,10 +416,25 @@ async fn the_try_it_lines_work_as_written() {
     let stack_up = started.elapsed();
 
     let mut outputs: Vec<(String, String)> = Vec::new();
+    let mut second_terminals: Vec<Background> = Vec::new();
     for block in &blocks {
-        // Assignments (TOKEN=...) stay in effect for the rest of their block.
+        if block.background {
+            for Line(line) in &block.lines {
+                let script = addresses.rewrite(line);
+                let log = dir
+                    .path()
+                    .join(format!("terminal-{}.log", second_terminals.len()));
+                let mut command = bash_command(&script, dir.path(), home.path(), &homes, &server);
+                let mut terminal = Background::start(&script, line, log, &mut command);
+                terminal.wait_for(60, "that it is ready", ready(line)).await;
+                second_terminals.push(terminal);
+            }
+            continue;
+        }
+        // Assignments (TOKEN=..., export TASKMESH_TOKEN=...) stay in effect for the rest
+        // of their block.
         let mut assignments = String::new();
-        for Line(line) in block {
+        for Line(line) in &block.lines {
             if line.trim_start().starts_with("just up ") || line.trim() == "just up" {
                 continue; // the system under test, started above
             }
@@ -309,6 +451,7 @@ async fn the_try_it_lines_work_as_written() {
                 script = script.replace("<id>", &task.id);
             }
             let is_assignment = script
+                .trim_start_matches("export ")
                 .split_once('=')
                 .is_some_and(|(name, _)| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
             let full = format!("{assignments}{script}");
@@ -337,6 +480,27 @@ async fn the_try_it_lines_work_as_written() {
             outputs.push((line.clone(), text));
         }
     }
+    for mut terminal in second_terminals {
+        terminal
+            .wait_for(
+                20,
+                "the changes of the lines after it",
+                shown(&terminal.line),
+            )
+            .await;
+        let line = terminal.line.clone();
+        let (status, text) = terminal.interrupt().await;
+        println!("$ {line}   (a second terminal, ended with Ctrl-C: {status})\n{text}");
+        // taskctl ends with 0 on Ctrl-C (its own tests check that); `just` got the SIGINT
+        // too and says so, exiting 130, as it does in a terminal. Nothing else may fail.
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("error") || l.contains("panicked"))
+            .filter(|l| !l.contains("interrupted by SIGINT"))
+            .collect();
+        assert!(errors.is_empty(), "{line}: after Ctrl-C:\n{text}");
+        outputs.push((line, text));
+    }
     let ran = started.elapsed();
 
     // What the lines did, checked on the server: the quoted arguments arrived whole.
@@ -358,6 +522,11 @@ async fn the_try_it_lines_work_as_written() {
     let milk = by_title(&all, "Buy milk");
     assert_eq!(milk.len(), 1, "created by grpcurl: {all:?}");
     assert_eq!(milk[0].tags, vec!["home".to_owned()]);
+    let oat = by_title(&all, "Oat milk");
+    assert_eq!(oat.len(), 1, "bob's task in alice's shared list: {all:?}");
+    assert_eq!(oat[0].owner_id, "bob");
+    assert_eq!(oat[0].assignee_id.as_deref(), Some("alice"));
+    assert_eq!(oat[0].description, "the barista kind");
     let output = |prefix: &str| {
         outputs
             .iter()
@@ -366,6 +535,17 @@ async fn the_try_it_lines_work_as_written() {
             .unwrap_or_else(|| panic!("no README line starts with {prefix}"))
     };
     assert!(output("just taskctl list").contains("Renew passport"));
+    let members = output("just taskctl members Groceries");
+    assert!(
+        members.contains("alice") && members.contains("owner") && members.contains("bob"),
+        "{members}"
+    );
+    assert!(output("just taskctl search barista").contains("Oat milk"));
+    let shared = output("just taskctl list --list Groceries");
+    assert!(
+        shared.contains("Oat milk") && shared.contains("Groceries"),
+        "{shared}"
+    );
     let inbox: serde_json::Value = serde_json::from_str(&output(
         "curl -s localhost:3502/v1.0/invoke/notification-service/method/notifications/list",
     ))
