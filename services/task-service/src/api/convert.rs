@@ -68,7 +68,7 @@ pub fn uuid_field(v: &mut Violations, field: &str, raw: &str) -> Option<Uuid> {
     v.take(field, uuid(raw))
 }
 
-fn uuid(raw: &str) -> Result<Uuid, String> {
+pub fn uuid(raw: &str) -> Result<Uuid, String> {
     Uuid::try_parse(raw.trim()).map_err(|_| format!("{raw:?} is not a UUID"))
 }
 

@@ -24,6 +24,22 @@ impl ListApi {
         Self { store }
     }
 
+    /// AddMember (`replace` unset) and UpdateMember: (list id, user id, role).
+    async fn put_member(
+        &self,
+        request: Request<(String, String, i32)>,
+        replace: bool,
+    ) -> Result<Response<pb::Member>, Status> {
+        let user = caller(&request)?;
+        let (list, member, role) = request.into_inner();
+        let (list, member, role) = membership(&list, &member, Some(role))?;
+        let member = self
+            .store
+            .put_member(user.as_str(), list, &member, role, replace, domain::now())
+            .await?;
+        Ok(Response::new(member_to_proto(member)))
+    }
+
     async fn change(
         &self,
         request: Request<(String, Option<i64>)>,
@@ -48,6 +64,11 @@ fn caller<T>(request: &Request<T>) -> Result<taskmesh_shared::auth::UserId, ApiE
     let user = auth::caller(request)?;
     tracing::Span::current().record("user", user.as_str());
     Ok(user)
+}
+
+/// The one list id a request names, validated.
+fn list_id(field: &str, raw: &str) -> Result<Uuid, ApiError> {
+    convert::uuid(raw).map_err(|reason| ApiError::invalid(field, reason))
 }
 
 fn remap<T, U>(request: Request<T>, f: impl FnOnce(T) -> U) -> Request<U> {
@@ -177,10 +198,7 @@ impl pb::list_service_server::ListService for ListApi {
         request: Request<pb::GetListRequest>,
     ) -> Result<Response<pb::TaskList>, Status> {
         let user = caller(&request)?;
-        let mut v = Violations::new();
-        let id = convert::uuid_field(&mut v, "id", &request.get_ref().id);
-        v.into_result()?;
-        let id = id.ok_or_else(|| ApiError::internal("validated id is missing"))?;
+        let id = list_id("id", &request.get_ref().id)?;
         let list = self.store.get_list(user.as_str(), id).await?;
         Ok(Response::new(list_to_proto(list)))
     }
@@ -286,10 +304,7 @@ impl pb::list_service_server::ListService for ListApi {
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let user = caller(&request)?;
-        let mut v = Violations::new();
-        let list = convert::uuid_field(&mut v, "list_id", &request.get_ref().list_id);
-        v.into_result()?;
-        let list = list.ok_or_else(|| ApiError::internal("validated id is missing"))?;
+        let list = list_id("list_id", &request.get_ref().list_id)?;
         let members = self.store.members(user.as_str(), list).await?;
         Ok(Response::new(pb::ListMembersResponse {
             members: members.into_iter().map(member_to_proto).collect(),
@@ -301,14 +316,8 @@ impl pb::list_service_server::ListService for ListApi {
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
-        let (list, member, role) = membership(&req.list_id, &req.user_id, Some(req.role))?;
-        let member = self
-            .store
-            .put_member(user.as_str(), list, &member, role, false, domain::now())
-            .await?;
-        Ok(Response::new(member_to_proto(member)))
+        let request = remap(request, |r| (r.list_id, r.user_id, r.role));
+        self.put_member(request, false).await
     }
 
     #[tracing::instrument(name = "UpdateMember", skip_all, fields(user))]
@@ -316,14 +325,8 @@ impl pb::list_service_server::ListService for ListApi {
         &self,
         request: Request<pb::UpdateMemberRequest>,
     ) -> Result<Response<pb::Member>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
-        let (list, member, role) = membership(&req.list_id, &req.user_id, Some(req.role))?;
-        let member = self
-            .store
-            .put_member(user.as_str(), list, &member, role, true, domain::now())
-            .await?;
-        Ok(Response::new(member_to_proto(member)))
+        let request = remap(request, |r| (r.list_id, r.user_id, r.role));
+        self.put_member(request, true).await
     }
 
     #[tracing::instrument(name = "RemoveMember", skip_all, fields(user))]
@@ -346,10 +349,7 @@ impl pb::list_service_server::ListService for ListApi {
         request: Request<pb::LeaveListRequest>,
     ) -> Result<Response<pb::LeaveListResponse>, Status> {
         let user = caller(&request)?;
-        let mut v = Violations::new();
-        let list = convert::uuid_field(&mut v, "list_id", &request.get_ref().list_id);
-        v.into_result()?;
-        let list = list.ok_or_else(|| ApiError::internal("validated id is missing"))?;
+        let list = list_id("list_id", &request.get_ref().list_id)?;
         self.store
             .remove_member(user.as_str(), list, user.as_str(), domain::now())
             .await?;
