@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000004_lists::Migration),
             Box::new(super::migration_search::Migration),
             Box::new(super::migration_watch::Migration),
+            Box::new(super::migration_filters::Migration),
         ]
     }
 }

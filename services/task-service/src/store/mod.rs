@@ -6,6 +6,7 @@ mod entity;
 mod list_entity;
 mod lists;
 pub mod migration;
+mod migration_filters;
 mod migration_search;
 mod migration_watch;
 pub(crate) mod outbox_entity;

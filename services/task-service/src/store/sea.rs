@@ -544,12 +544,6 @@ pub fn list_statement(
     if let Some(priority) = filter.priority {
         select = select.filter(Column::Priority.eq(priority.as_i16()));
     }
-    if let Some(tag) = &filter.tag {
-        // Tags are stored as a JSON array; match the element with its quotes.
-        let quoted = serde_json::to_string(tag).map_err(ApiError::internal)?;
-        let pattern = LikeExpr::new(format!("%{}%", escape_like(&quoted))).escape('\\');
-        select = select.filter(Expr::col((Entity, Column::Tags)).like(pattern));
-    }
     if let Some(before) = filter.due_before {
         select = select.filter(Column::DueAt.lt(micros(before)));
     }
@@ -574,9 +568,27 @@ pub fn list_statement(
     if let Some(search) = &search {
         select = search.restrict(select, rank.is_some());
     }
-    let sort_key = || {
-        rank.clone()
-            .unwrap_or_else(|| sort_key_expr(filter.order_by))
+    // A tag is found in `task_tags`, joined per list (`of_list`). In creation order the
+    // page comes from its index, led by list and tag, so the key and the id are its
+    // columns (the same values as the task's): the planners order by an index of the
+    // table they read first, not by another table's equal column.
+    let tag = filter.tag.as_deref();
+    let tag_led = tag.is_some() && filter.order_by == OrderBy::CreateTime;
+    // A due range leaves out the tasks without a due time, so their key needs no
+    // stand-in: the due time itself is the key, in the order of the list's due index.
+    let due_range = filter.due_before.is_some() || filter.due_after.is_some();
+    let sort_key = || match (&rank, filter.order_by) {
+        (Some(rank), _) => rank.clone(),
+        (None, OrderBy::CreateTime) if tag_led => Expr::col((TaskTags::Table, TaskTags::CreatedAt)),
+        (None, OrderBy::DueTime) if due_range => Expr::col((Entity, Column::DueAt)),
+        (None, order) => sort_key_expr(order),
+    };
+    let id_column = || {
+        if tag_led {
+            Expr::col((TaskTags::Table, TaskTags::TaskId))
+        } else {
+            Expr::col((Entity, Column::Id))
+        }
     };
 
     // Keyset paging on (sort key, id): stable while rows are inserted, unlike OFFSET.
@@ -593,9 +605,9 @@ pub fn list_statement(
             key.clone().gt(after.key)
         };
         let id_after = if id_descending {
-            Column::Id.lt(id)
+            id_column().lt(id)
         } else {
-            Column::Id.gt(id)
+            id_column().gt(id)
         };
         select = select.filter(
             Condition::any()
@@ -607,16 +619,28 @@ pub fn list_statement(
     let limit = u64::from(query.page_size) + 1;
     // The key comes with the row (a rank is no column of the task), for the page token.
     let of_list = |list: &Uuid| {
-        select
+        let mut page = select
             .clone()
             .filter(Column::ListId.eq(list.to_string()))
             // BIGINT in the row whatever the column (priority is a SMALLINT), while
             // the order stays on the column itself, which its index gives.
             .expr_as(sort_key().cast_as(Alias::new("BIGINT")), SORT_KEY)
             .order_by(sort_key(), direction(key_descending))
-            .order_by(Column::Id, direction(id_descending))
+            .order_by(id_column(), direction(id_descending))
             .limit(limit)
-            .into_query()
+            .into_query();
+        if let Some(tag) = tag {
+            page.inner_join(
+                TaskTags::Table,
+                Condition::all()
+                    .add(
+                        Expr::col((TaskTags::Table, TaskTags::TaskId)).equals((Entity, Column::Id)),
+                    )
+                    .add(Expr::col((TaskTags::Table, TaskTags::ListId)).eq(list.to_string()))
+                    .add(Expr::col((TaskTags::Table, TaskTags::Tag)).eq(tag)),
+            );
+        }
+        page
     };
     // One list: its index gives the page in order. Several: each list's page from its
     // own index, merged; `list_id IN (...)` would read every task of every list and
@@ -645,6 +669,16 @@ pub fn list_statement(
             .to_owned()
     };
     Ok(Some(backend.build(&statement)))
+}
+
+/// A task's tags, one row each, kept by triggers (`migration_filters`).
+#[derive(sea_orm::DeriveIden)]
+enum TaskTags {
+    Table,
+    TaskId,
+    Tag,
+    ListId,
+    CreatedAt,
 }
 
 /// The sort key's column in a listing (`Keyed`).

@@ -9,7 +9,8 @@ use crate::on_both_backends;
 on_both_backends!(
     filters_and_orders,
     paging_is_stable_under_inserts,
-    page_tokens_are_tamper_proof
+    page_tokens_are_tamper_proof,
+    tag_and_status_filters_follow_every_change
 );
 
 async fn filters_and_orders(backend: Backend) {
@@ -207,6 +208,145 @@ async fn filters_and_orders(backend: Backend) {
             .await
             .is_empty()
     );
+    app.stop().await;
+}
+
+/// A tag and a status are found through their own indexes (`task_tags`, kept by
+/// triggers, and the partial indexes of open and completed tasks): each change of tags,
+/// list, status or existence shows in the next listing, in every order, page by page.
+async fn tag_and_status_filters_follow_every_change(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut alice = app.client("alice").await;
+    let work = app
+        .lists("alice")
+        .await
+        .create_list(CreateListRequest {
+            name: "Work".into(),
+            request_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let tags = match n % 3 {
+            0 => vec!["red", "blue", "red"],
+            1 => vec!["red"],
+            _ => vec!["green"],
+        };
+        let task = create(
+            &mut alice,
+            CreateTaskRequest {
+                title: format!("t{n}"),
+                tags: tags.into_iter().map(Into::into).collect(),
+                due_time: ts(&format!("2030-01-0{}T00:00:00Z", 7 - n)),
+                ..Default::default()
+            },
+        )
+        .await;
+        ids.push(task.id);
+    }
+    // The listings read through a client of their own while `alice` writes.
+    let reader = alice.clone();
+    let by = |tag: &str, status: StatusFilter, order: OrderBy, descending: bool| {
+        let mut client = reader.clone();
+        let request = ListTasksRequest {
+            tag: Some(tag.into()),
+            status: status as i32,
+            order_by: order as i32,
+            descending,
+            page_size: 2,
+            ..Default::default()
+        };
+        async move { titles(&list_all(&mut client, request).await).join(" ") }
+    };
+    let red = |descending| by("red", StatusFilter::All, OrderBy::CreateTime, descending);
+    assert_eq!(red(false).await, "t0 t1 t3 t4 t6");
+    assert_eq!(red(true).await, "t6 t4 t3 t1 t0");
+    assert_eq!(
+        by("red", StatusFilter::All, OrderBy::DueTime, false).await,
+        "t6 t4 t3 t1 t0"
+    );
+    assert_eq!(
+        by("blue", StatusFilter::All, OrderBy::Priority, false).await,
+        "t0 t3 t6"
+    );
+
+    let update = |n: usize, tags: Option<Vec<&str>>, list: Option<&str>| UpdateTaskRequest {
+        id: ids[n].clone(),
+        tags: tags.map(|tags| TagList {
+            tags: tags.into_iter().map(Into::into).collect(),
+        }),
+        list_id: list.map(Into::into),
+        ..Default::default()
+    };
+    alice
+        .update_task(update(1, Some(vec!["green"]), None))
+        .await
+        .unwrap();
+    alice
+        .update_task(update(3, None, Some(&work.id)))
+        .await
+        .unwrap();
+    alice
+        .update_task(update(2, Some(vec![]), None))
+        .await
+        .unwrap();
+    alice
+        .delete_task(DeleteTaskRequest {
+            id: ids[6].clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    for n in [0, 4] {
+        alice
+            .complete_task(CompleteTaskRequest {
+                id: ids[n].clone(),
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(red(false).await, "t0 t3 t4");
+    assert_eq!(
+        by("green", StatusFilter::All, OrderBy::CreateTime, true).await,
+        "t5 t1"
+    );
+    let in_work = ListTasksRequest {
+        tag: Some("red".into()),
+        list_id: Some(work.id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(titles(&list_all(&mut alice, in_work).await), ["t3"]);
+    assert_eq!(
+        by("red", StatusFilter::Completed, OrderBy::CreateTime, true).await,
+        "t4 t0"
+    );
+    assert_eq!(
+        by("red", StatusFilter::Open, OrderBy::CreateTime, false).await,
+        "t3"
+    );
+    let status = |status: StatusFilter, descending| {
+        let mut client = reader.clone();
+        let request = ListTasksRequest {
+            status: status as i32,
+            descending,
+            page_size: 2,
+            ..Default::default()
+        };
+        async move { titles(&list_all(&mut client, request).await).join(" ") }
+    };
+    assert_eq!(status(StatusFilter::Open, false).await, "t1 t2 t3 t5");
+    assert_eq!(status(StatusFilter::Completed, true).await, "t4 t0");
+    alice
+        .reopen_task(ReopenTaskRequest {
+            id: ids[4].clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(StatusFilter::Completed, true).await, "t0");
     app.stop().await;
 }
 
