@@ -21,7 +21,7 @@ pub use leader::{Leadership, LeaseSettings, PgAdvisoryLock, SingleProcess};
 pub use metrics::OutboxMetrics;
 pub use publisher::DaprPublisher;
 pub use relay::Relay;
-pub use store::{ParkedEvent, SeaOutbox};
+pub use store::{ParkedEvent, SeaOutbox, statements};
 
 /// An event waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,19 +2,20 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    Statement, TransactionTrait,
 };
 use serde::Serialize;
 
 use super::{Backlog, OutboxStore, PendingEvent, StoreError};
-use crate::store::outbox_entity::{self, Column, Entity};
+use crate::store::outbox_entity::{self, Entity};
 use crate::store::outbox_parked_entity as parked;
 
+pub mod statements;
+
 /// Rows deleted by one pruning statement.
-const PRUNE_BATCH: u64 = 10_000;
+pub(crate) const PRUNE_BATCH: u64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct SeaOutbox {
@@ -27,6 +28,10 @@ impl SeaOutbox {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
     }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -38,16 +43,8 @@ struct BacklogRow {
 #[async_trait]
 impl OutboxStore for SeaOutbox {
     async fn pending(&self, limit: u64) -> Result<Vec<PendingEvent>, StoreError> {
-        // NOT IN over the parked table, which is empty or nearly so.
-        let held = sea_orm::sea_query::Query::select()
-            .column(parked::Column::TaskId)
-            .from(parked::Entity)
-            .to_owned();
         Ok(Entity::find()
-            .filter(Column::PublishedAt.is_null())
-            .filter(Column::TaskId.not_in_subquery(held))
-            .order_by_asc(Column::Seq)
-            .limit(limit)
+            .from_raw_sql(statements::pending(self.backend(), limit))
             .all(&self.db)
             .await?
             .into_iter()
@@ -65,10 +62,8 @@ impl OutboxStore for SeaOutbox {
         if seqs.is_empty() {
             return Ok(());
         }
-        Entity::update_many()
-            .col_expr(Column::PublishedAt, Expr::value(now.timestamp_micros()))
-            .filter(Column::Seq.is_in(seqs.iter().copied()))
-            .exec(&self.db)
+        self.db
+            .execute_raw(statements::mark_published(self.backend(), seqs, now))
             .await?;
         Ok(())
     }
@@ -77,18 +72,17 @@ impl OutboxStore for SeaOutbox {
         if seqs.is_empty() {
             return Ok(());
         }
-        Entity::update_many()
-            .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-            .filter(Column::Seq.is_in(seqs.iter().copied()))
-            .exec(&self.db)
+        self.db
+            .execute_raw(statements::record_attempt(self.backend(), seqs))
             .await?;
         Ok(())
     }
 
     async fn park(&self, seq: i64, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let backend = self.backend();
         let txn = self.db.begin().await?;
-        let Some(row) = Entity::find_by_id(seq)
-            .filter(Column::PublishedAt.is_null())
+        let Some(row) = Entity::find()
+            .from_raw_sql(statements::unpublished(backend, seq))
             .one(&txn)
             .await?
         else {
@@ -109,7 +103,7 @@ impl OutboxStore for SeaOutbox {
         })
         .exec_without_returning(&txn)
         .await?;
-        Entity::delete_by_id(seq).exec(&txn).await?;
+        txn.execute_raw(statements::delete(backend, seq)).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -121,17 +115,11 @@ impl OutboxStore for SeaOutbox {
         self.record_pruned_horizon(before).await?;
         let mut total = 0;
         loop {
-            let batch = sea_orm::sea_query::Query::select()
-                .column(Column::Seq)
-                .from(Entity)
-                .and_where(Expr::col(Column::PublishedAt).lt(before.timestamp_micros()))
-                .limit(PRUNE_BATCH)
-                .to_owned();
-            let deleted = Entity::delete_many()
-                .filter(Column::Seq.in_subquery(batch))
-                .exec(&self.db)
+            let deleted = self
+                .db
+                .execute_raw(statements::prune_batch(self.backend(), before))
                 .await?
-                .rows_affected;
+                .rows_affected();
             total += deleted;
             if deleted < PRUNE_BATCH {
                 return Ok(total);
@@ -140,18 +128,20 @@ impl OutboxStore for SeaOutbox {
     }
 
     async fn backlog(&self) -> Result<Backlog, StoreError> {
-        let row = Entity::find()
-            .select_only()
-            .column_as(Expr::from(Func::count(Expr::col(Column::Seq))), "events")
-            .column_as(
-                Expr::from(Func::min(Expr::col(Column::CreatedAt))),
-                "oldest",
-            )
-            .filter(Column::PublishedAt.is_null())
-            .into_model::<BacklogRow>()
-            .one(&self.db)
-            .await?;
-        let parked = parked::Entity::find().count(&self.db).await?;
+        let backend = self.backend();
+        let row = self
+            .db
+            .query_one_raw(statements::backlog(backend))
+            .await?
+            .map(|row| BacklogRow::from_query_result(&row, ""))
+            .transpose()?;
+        let parked = self
+            .db
+            .query_one_raw(statements::parked_count(backend))
+            .await?
+            .map(|row| row.try_get::<i64>("", "n"))
+            .transpose()?
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0));
         Ok(row.map_or_else(Backlog::default, |row| Backlog {
             events: u64::try_from(row.events).unwrap_or(0),
             oldest: row.oldest.and_then(DateTime::from_timestamp_micros),
@@ -168,28 +158,17 @@ impl SeaOutbox {
     /// publication is dated now), and a failed delete only leaves the horizon high, which
     /// errs on the side of OUT_OF_RANGE.
     async fn record_pruned_horizon(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
-        use sea_orm::{ConnectionTrait, Statement};
-        let backend = self.db.get_database_backend();
-        let before = before.timestamp_micros();
+        let backend = self.backend();
         let highest = self
             .db
-            .query_one_raw(Statement::from_string(
-                backend,
-                format!("SELECT MAX(seq) AS n FROM outbox WHERE published_at < {before}"),
-            ))
+            .query_one_raw(statements::pruned_horizon(backend, before))
             .await?
             .map(|row| row.try_get::<Option<i64>>("", "n"))
             .transpose()?
             .flatten();
         if let Some(highest) = highest {
             self.db
-                .execute_raw(Statement::from_string(
-                    backend,
-                    format!(
-                        "UPDATE outbox_horizon SET pruned_seq = {highest} \
-                         WHERE id = 1 AND pruned_seq < {highest}"
-                    ),
-                ))
+                .execute_raw(statements::raise_horizon(backend, highest))
                 .await?;
         }
         Ok(())
@@ -215,7 +194,7 @@ impl SeaOutbox {
     /// Every parked event, oldest first.
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
         Ok(parked::Entity::find()
-            .order_by_asc(parked::Column::Seq)
+            .from_raw_sql(statements::parked(self.backend()))
             .all(&self.db)
             .await?
             .into_iter()
@@ -236,21 +215,22 @@ impl SeaOutbox {
     /// and with no refusals counted; its task's later events follow it. Returns whether
     /// it was parked.
     pub async fn retry(&self, id: &str) -> Result<bool, StoreError> {
-        let select = match id.parse::<i64>() {
-            Ok(seq) => parked::Entity::find_by_id(seq),
-            Err(_) => parked::Entity::find().filter(parked::Column::EventId.eq(id)),
-        };
+        let select = statements::parked_one(self.backend(), id);
         Ok(self.put_back(select).await? > 0)
     }
 
     /// Puts every parked event back; returns how many.
     pub async fn retry_all(&self) -> Result<u64, StoreError> {
-        self.put_back(parked::Entity::find()).await
+        self.put_back(statements::parked_all(self.backend())).await
     }
 
-    async fn put_back(&self, select: sea_orm::Select<parked::Entity>) -> Result<u64, StoreError> {
+    async fn put_back(&self, select: Statement) -> Result<u64, StoreError> {
+        let backend = self.backend();
         let txn = self.db.begin().await?;
-        let rows = select.all(&txn).await?;
+        let rows = parked::Entity::find()
+            .from_raw_sql(select)
+            .all(&txn)
+            .await?;
         let count = rows.len() as u64;
         for row in rows {
             let seq = row.seq;
@@ -270,7 +250,7 @@ impl SeaOutbox {
             })
             .exec_without_returning(&txn)
             .await?;
-            parked::Entity::delete_by_id(seq).exec(&txn).await?;
+            txn.execute_raw(statements::unpark(backend, seq)).await?;
         }
         txn.commit().await?;
         Ok(count)
