@@ -33,7 +33,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use cursor::{Cursor, Gap, MAX_GAPS};
-pub use read::Row;
+pub use read::{Row, statements};
 
 use super::StoreError;
 use read::OutboxReader;

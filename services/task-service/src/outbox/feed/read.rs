@@ -4,7 +4,7 @@
 //! Raw SQL: the seqs of a cursor's gaps are inlined (they are integers from our own
 //! cursor), the list ids bound.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement};
 use taskmesh_shared::events::TaskEvent;
 use uuid::Uuid;
 
@@ -45,17 +45,11 @@ impl OutboxReader {
         limit: u64,
         payload: bool,
     ) -> Result<Vec<Row>, StoreError> {
-        let columns = if payload {
-            "seq, payload, list_id, previous_list_id"
-        } else {
-            "seq"
-        };
-        let sql = format!(
-            "SELECT {columns} FROM outbox WHERE {} ORDER BY seq LIMIT {limit}",
-            unseen(cursor)
-        );
-        self.rows(Statement::from_string(self.backend(), sql), payload)
-            .await
+        self.rows(
+            statements::after(self.backend(), cursor, limit, payload),
+            payload,
+        )
+        .await
     }
 
     /// The rows of `lists` above `after` that `from` has not seen, up to `to.high`,
@@ -73,7 +67,92 @@ impl OutboxReader {
         if lists.is_empty() {
             return Ok(Vec::new());
         }
-        let backend = self.backend();
+        let statement = statements::between(self.backend(), from, to, lists, after, limit);
+        self.rows(statement, true).await
+    }
+
+    /// The highest seq in the outbox now, and the seqs of its last `window` rows: where a
+    /// poller starts (the rows below the highest that are absent may be transactions in
+    /// flight, so they start as gaps).
+    pub async fn tail(&self, window: i64) -> Result<(i64, Vec<i64>), StoreError> {
+        let high = self
+            .scalar(statements::highest(self.backend()))
+            .await?
+            .unwrap_or(0);
+        let rows = self
+            .rows(statements::tail(self.backend(), high, window), false)
+            .await?;
+        Ok((high, rows.into_iter().map(|row| row.seq).collect()))
+    }
+
+    /// The highest seq the relay's pruning has deleted (0 before any): a watcher that has
+    /// not seen a seq at or below it may have missed a change for good.
+    pub async fn pruned_through(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .scalar(statements::pruned_through(self.backend()))
+            .await?
+            .unwrap_or(0))
+    }
+
+    async fn scalar(&self, statement: Statement) -> Result<Option<i64>, StoreError> {
+        let row = self.db.query_one_raw(statement).await?;
+        Ok(row
+            .map(|row| row.try_get::<Option<i64>>("", "n"))
+            .transpose()?
+            .flatten())
+    }
+
+    async fn rows(&self, statement: Statement, payload: bool) -> Result<Vec<Row>, StoreError> {
+        let rows = self.db.query_all_raw(statement).await?;
+        rows.iter().map(|row| parse(row, payload)).collect()
+    }
+}
+
+/// The statements the reader runs, built apart from running them: the reader runs exactly
+/// these, and `tests/api/explain_outbox.rs` explains them on a seeded database to hold
+/// each to an index.
+pub mod statements {
+    use sea_orm::{DbBackend, Statement, Value};
+    use uuid::Uuid;
+
+    use super::{Cursor, unseen};
+
+    /// The poller's read: the rows `cursor` has not seen, lowest seqs first. Without
+    /// `payload`, only the seqs.
+    pub fn after(backend: DbBackend, cursor: &Cursor, limit: u64, payload: bool) -> Statement {
+        let columns = if payload {
+            "seq, payload, list_id, previous_list_id"
+        } else {
+            "seq"
+        };
+        let newer = format!("SELECT {columns} FROM outbox WHERE seq > {}", cursor.high);
+        let sql = if cursor.gaps.is_empty() {
+            format!("{newer} ORDER BY seq LIMIT {limit}")
+        } else {
+            // The gaps and the rows past `high` apart, each from the primary key, merged:
+            // with `seq > high OR seq IN (gaps)` in one WHERE, SQLite scans the whole
+            // outbox (and PostgreSQL sorts what it found). Gaps are below `high`: no row
+            // is in both.
+            let gaps: Vec<String> = cursor.gaps.iter().map(|gap| gap.seq.to_string()).collect();
+            format!(
+                "SELECT {columns} FROM outbox WHERE seq IN ({}) UNION ALL {newer} \
+                 ORDER BY seq LIMIT {limit}",
+                gaps.join(", ")
+            )
+        };
+        Statement::from_string(backend, sql)
+    }
+
+    /// A watcher's catch-up: the rows of `lists` (non-empty) in `(after, to.high]` that
+    /// `from` has not seen, lowest seqs first.
+    pub fn between(
+        backend: DbBackend,
+        from: &Cursor,
+        to: &Cursor,
+        lists: &[Uuid],
+        after: i64,
+        limit: u64,
+    ) -> Statement {
         let placeholders: Vec<String> = (1..=lists.len())
             .map(|n| match backend {
                 DbBackend::Postgres => format!("${n}"),
@@ -90,51 +169,29 @@ impl OutboxReader {
             unseen = unseen(from),
         );
         let values: Vec<Value> = lists.iter().map(|list| list.to_string().into()).collect();
-        self.rows(Statement::from_sql_and_values(backend, sql, values), true)
-            .await
+        Statement::from_sql_and_values(backend, sql, values)
     }
 
-    /// The highest seq in the outbox now, and the seqs of its last `window` rows: where a
-    /// poller starts (the rows below the highest that are absent may be transactions in
-    /// flight, so they start as gaps).
-    pub async fn tail(&self, window: i64) -> Result<(i64, Vec<i64>), StoreError> {
-        let high = self
-            .scalar("SELECT MAX(seq) AS n FROM outbox".into())
-            .await?
-            .unwrap_or(0);
+    /// The highest seq in the outbox (`n`), where a starting poller stands.
+    pub fn highest(backend: DbBackend) -> Statement {
+        Statement::from_string(backend, "SELECT MAX(seq) AS n FROM outbox")
+    }
+
+    /// The seqs of the rows less than `window` below `high`, in order.
+    pub fn tail(backend: DbBackend, high: i64, window: i64) -> Statement {
         let sql = format!(
             "SELECT seq FROM outbox WHERE seq > {} ORDER BY seq",
             high.saturating_sub(window)
         );
-        let rows = self
-            .rows(Statement::from_string(self.backend(), sql), false)
-            .await?;
-        Ok((high, rows.into_iter().map(|row| row.seq).collect()))
+        Statement::from_string(backend, sql)
     }
 
-    /// The highest seq the relay's pruning has deleted (0 before any): a watcher that has
-    /// not seen a seq at or below it may have missed a change for good.
-    pub async fn pruned_through(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .scalar("SELECT pruned_seq AS n FROM outbox_horizon WHERE id = 1".into())
-            .await?
-            .unwrap_or(0))
-    }
-
-    async fn scalar(&self, sql: String) -> Result<Option<i64>, StoreError> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(self.backend(), sql))
-            .await?;
-        Ok(row
-            .map(|row| row.try_get::<Option<i64>>("", "n"))
-            .transpose()?
-            .flatten())
-    }
-
-    async fn rows(&self, statement: Statement, payload: bool) -> Result<Vec<Row>, StoreError> {
-        let rows = self.db.query_all_raw(statement).await?;
-        rows.iter().map(|row| parse(row, payload)).collect()
+    /// The highest seq the relay's pruning has deleted (`n`).
+    pub fn pruned_through(backend: DbBackend) -> Statement {
+        Statement::from_string(
+            backend,
+            "SELECT pruned_seq AS n FROM outbox_horizon WHERE id = 1",
+        )
     }
 }
 
