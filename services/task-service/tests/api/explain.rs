@@ -154,7 +154,9 @@ fn query(
     list_statement(backend, lists, &query).unwrap().unwrap()
 }
 
-async fn explain(db: &DatabaseConnection, statement: &Statement) -> String {
+/// The plan of `statement`, one node a line (PostgreSQL's `EXPLAIN`, SQLite's
+/// `EXPLAIN QUERY PLAN`).
+pub(crate) async fn explain(db: &DatabaseConnection, statement: &Statement) -> String {
     let prefix = match statement.db_backend {
         DbBackend::Postgres => "EXPLAIN ",
         _ => "EXPLAIN QUERY PLAN ",
@@ -177,21 +179,25 @@ async fn explain(db: &DatabaseConnection, statement: &Statement) -> String {
 }
 
 /// The plan line that reads all of `tasks` (or the outbox), if any.
-fn sequential_scan(backend: DbBackend, plan: &str) -> Option<String> {
+pub(crate) fn sequential_scan(backend: DbBackend, plan: &str) -> Option<String> {
+    // `t` is the tasks table's alias in GetTask's read.
+    whole_table_scan(backend, plan, &["tasks", "t", "outbox", "outbox_parked"])
+}
+
+/// The plan line that reads all of one of `tables` (names or aliases), if any:
+/// PostgreSQL's `Seq Scan on T`, SQLite's `SCAN T` (with or without an index; `SEARCH T
+/// USING INDEX` reads a range). Other tables (`tasks_fts`, `outbox_horizon`) may be read.
+pub(crate) fn whole_table_scan(backend: DbBackend, plan: &str, tables: &[&str]) -> Option<String> {
     plan.lines()
         .map(str::trim)
-        .find(|line| match backend {
-            DbBackend::Postgres => {
-                line.contains("Seq Scan on tasks") || line.contains("Seq Scan on outbox")
-            }
-            // `SEARCH tasks USING INDEX` reads a range; `SCAN tasks` (with or without an
-            // index) reads all of it. `t` is the tasks table's alias in GetTask's read.
-            _ => {
-                ["SCAN tasks", "SCAN t ", "SCAN outbox"]
-                    .iter()
-                    .any(|scan| line.starts_with(scan) || *line == scan.trim_end())
-                    && !line.starts_with("SCAN tasks_fts")
-            }
+        .find(|line| {
+            let scanned = match backend {
+                DbBackend::Postgres => line.split_once("Seq Scan on ").map(|(_, rest)| rest),
+                _ => line.strip_prefix("SCAN "),
+            };
+            scanned
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|table| tables.contains(&table))
         })
         .map(str::to_owned)
 }

@@ -9,6 +9,7 @@ mod auth;
 mod concurrency;
 mod crud;
 mod explain;
+mod explain_outbox;
 mod identity;
 mod limits;
 mod list;
