@@ -2,7 +2,8 @@
 //! starts with, and the default list every user gets on first use.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    QuerySelect, RelationDef,
 };
 use taskmesh_shared::error::ApiError;
 use uuid::Uuid;
@@ -57,23 +58,21 @@ pub async fn access<C: ConnectionTrait>(
     list: Uuid,
     user: &str,
 ) -> Result<Option<Access>, ApiError> {
-    let Some(membership) = member::Entity::find_by_id((list.to_string(), user.to_owned()))
+    // One read: the membership with its list's archive flag.
+    let Some((role, archived_at)) = member::Entity::find_by_id((list.to_string(), user.to_owned()))
+        .select_only()
+        .column(member::Column::Role)
+        .column(list::Column::ArchivedAt)
+        .join(JoinType::InnerJoin, member_list())
+        .into_tuple::<(i16, Option<i64>)>()
         .one(db)
         .await
         .map_err(db_error)?
     else {
         return Ok(None);
     };
-    let archived = list::Entity::find_by_id(list.to_string())
-        .select_only()
-        .column(list::Column::ArchivedAt)
-        .into_tuple::<Option<i64>>()
-        .one(db)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| ApiError::internal(format!("membership of a missing list {list}")))?
-        .is_some();
-    let role = Role::from_i16(membership.role)
+    let archived = archived_at.is_some();
+    let role = Role::from_i16(role)
         .ok_or_else(|| ApiError::internal(format!("list {list}: corrupt role")))?;
     Ok(Some(Access { role, archived }))
 }
@@ -124,32 +123,29 @@ pub async fn visible_lists<C: ConnectionTrait>(
     user: &str,
     include_archived: bool,
 ) -> Result<Vec<Uuid>, ApiError> {
-    let ids: Vec<String> = member::Entity::find()
+    let mut select = member::Entity::find()
         .select_only()
         .column(member::Column::ListId)
-        .filter(member::Column::UserId.eq(user))
-        .into_tuple()
-        .all(db)
-        .await
-        .map_err(db_error)?;
-    let ids = if include_archived || ids.is_empty() {
-        ids
-    } else {
-        list::Entity::find()
-            .select_only()
-            .column(list::Column::Id)
-            .filter(list::Column::Id.is_in(ids))
-            .filter(list::Column::ArchivedAt.is_null())
-            .into_tuple()
-            .all(db)
-            .await
-            .map_err(db_error)?
-    };
+        .filter(member::Column::UserId.eq(user));
+    if !include_archived {
+        select = select
+            .join(JoinType::InnerJoin, member_list())
+            .filter(list::Column::ArchivedAt.is_null());
+    }
+    let ids: Vec<String> = select.into_tuple().all(db).await.map_err(db_error)?;
     ids.iter()
         .map(|id| {
             Uuid::parse_str(id).map_err(|_| ApiError::internal(format!("corrupt list id {id}")))
         })
         .collect()
+}
+
+/// A membership's list, for the reads that need both in one query.
+fn member_list() -> RelationDef {
+    member::Entity::belongs_to(list::Entity)
+        .from(member::Column::ListId)
+        .to(list::Column::Id)
+        .into()
 }
 
 /// Makes `user`'s default list, with them as its owner, unless it exists.
