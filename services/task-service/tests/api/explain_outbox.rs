@@ -39,6 +39,9 @@ struct Explained {
     reads_whole: &'static [&'static str],
     /// Its rows must come in seq order from an index: a sort would read them all first.
     in_index_order: bool,
+    /// Indexes its plan must read (where a range of the primary key would be most of the
+    /// table).
+    uses: &'static [&'static str],
 }
 
 async fn every_outbox_statement_uses_an_index(backend: Backend) {
@@ -122,6 +125,14 @@ async fn every_outbox_statement_uses_an_index(backend: Backend) {
                 explained.name, explained.statement.sql
             ));
         }
+        for index in explained.uses {
+            if !plan.contains(index) {
+                failures.push(format!(
+                    "{} does not read {index}:\n{}\n{plan}",
+                    explained.name, explained.statement.sql
+                ));
+            }
+        }
     }
     assert!(
         failures.is_empty(),
@@ -130,8 +141,73 @@ async fn every_outbox_statement_uses_an_index(backend: Backend) {
         statements.len(),
         failures.join("\n\n")
     );
+
+    // The catch-up reads its two halves apart: it returns what the single WHERE did, a
+    // row that moved between two of the lists once.
+    let lists: Vec<Uuid> = (0..20).map(list_id).collect();
+    let to = Cursor::at(ROWS);
+    let mut moved_within = 0;
+    for from in [Cursor::at(0), Cursor::at(ROWS - 20_000)] {
+        for lists in [&lists[..1], &lists[..]] {
+            let after = from.first_uncovered() - 1;
+            let rows = seqs(&db, feed::between(backend, &from, &to, lists, after, 500)).await;
+            let single = seqs(&db, single_where(backend, &from, &to, lists, after, 500)).await;
+            assert!(
+                !rows.is_empty(),
+                "lists {}, from {}",
+                lists.len(),
+                from.high
+            );
+            assert_eq!(rows, single, "lists {}, from {}", lists.len(), from.high);
+            // Rows whose task moved from one of the lists to the next, also in them.
+            moved_within += rows
+                .iter()
+                .filter(|&&seq| {
+                    let list = (seq - 1) / EVENTS_PER_TASK % LISTS;
+                    seq % MOVED_EVERY == 0 && list + 1 < lists.len() as i64
+                })
+                .count();
+        }
+    }
+    assert!(moved_within > 0, "no row moved between two watched lists");
     db.close().await.unwrap();
     app.stop().await;
+}
+
+async fn seqs(db: &DatabaseConnection, statement: Statement) -> Vec<i64> {
+    db.query_all_raw(statement)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<i64>("", "seq").unwrap())
+        .collect()
+}
+
+/// The catch-up as one WHERE, as it was written before it read its halves apart (no gaps
+/// in `from`).
+fn single_where(
+    backend: DbBackend,
+    from: &Cursor,
+    to: &Cursor,
+    lists: &[Uuid],
+    after: i64,
+    limit: u64,
+) -> Statement {
+    let placeholders: Vec<String> = (1..=lists.len())
+        .map(|n| match backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => format!("?{n}"),
+        })
+        .collect();
+    let placeholders = placeholders.join(", ");
+    let sql = format!(
+        "SELECT seq FROM outbox WHERE seq > {after} AND seq <= {} AND seq > {} \
+         AND (list_id IN ({placeholders}) OR previous_list_id IN ({placeholders})) \
+         ORDER BY seq LIMIT {limit}",
+        to.high, from.high
+    );
+    let values: Vec<sea_orm::Value> = lists.iter().map(|list| list.to_string().into()).collect();
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 fn statements(backend: DbBackend, start: DateTime<Utc>) -> Vec<Explained> {
@@ -144,42 +220,49 @@ fn statements(backend: DbBackend, start: DateTime<Utc>) -> Vec<Explained> {
             statement: relay::pending(backend, 1),
             reads_whole: &[],
             in_index_order: true,
+            uses: &[],
         },
         Explained {
             name: "relay pending (a batch)",
             statement: relay::pending(backend, 500),
             reads_whole: &[],
             in_index_order: true,
+            uses: &[],
         },
         Explained {
             name: "relay mark_published",
             statement: relay::mark_published(backend, &seqs, Utc::now()),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "relay record_attempt",
             statement: relay::record_attempt(backend, &seqs[..3]),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "relay park: read the row",
             statement: relay::unpublished(backend, head - 5),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "relay park: delete the row",
             statement: relay::delete(backend, head - 5),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "relay backlog",
             statement: relay::backlog(backend),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             // A count of every parked row reads them all (or an index of them all).
@@ -187,60 +270,70 @@ fn statements(backend: DbBackend, start: DateTime<Utc>) -> Vec<Explained> {
             statement: relay::parked_count(backend),
             reads_whole: &["outbox_parked"],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "relay raise the pruned horizon",
             statement: relay::raise_horizon(backend, head / 2),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "operator: every parked event",
             statement: relay::parked(backend),
             reads_whole: &["outbox_parked"],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "operator: retry every parked event",
             statement: relay::parked_all(backend),
             reads_whole: &["outbox_parked"],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "operator: retry a parked event by seq",
             statement: relay::parked_one(backend, &(3 * EVENTS_PER_TASK + 3).to_string()),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "operator: retry a parked event by event id",
             statement: relay::parked_one(backend, &event_id(3 * EVENTS_PER_TASK + 3)),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "operator: retry deletes the parked row",
             statement: relay::unpark(backend, 3),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "watch: the highest seq",
             statement: feed::highest(backend),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "watch: the start window",
             statement: feed::tail(backend, head, 1024),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
         Explained {
             name: "watch: the pruned horizon",
             statement: feed::pruned_through(backend),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         },
     ];
     // Pruning as the relay runs it (a day's retention: nothing older), and after an hour's
@@ -254,12 +347,14 @@ fn statements(backend: DbBackend, start: DateTime<Utc>) -> Vec<Explained> {
             statement: relay::pruned_horizon(backend, before),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         });
         out.push(Explained {
             name: leak(format!("relay prune ({name}): a batch")),
             statement: relay::prune_batch(backend, before),
             reads_whole: &[],
             in_index_order: false,
+            uses: &[],
         });
     }
     // The poller near the head, with transactions in flight below it; watched or not.
@@ -287,6 +382,7 @@ fn statements(backend: DbBackend, start: DateTime<Utc>) -> Vec<Explained> {
                 statement: feed::after(backend, &cursor, 1000, payload),
                 reads_whole: &[],
                 in_index_order: false,
+                uses: &[],
             });
         }
     }
@@ -301,10 +397,13 @@ fn statements(backend: DbBackend, start: DateTime<Utc>) -> Vec<Explained> {
         high: head - 3_600,
         gaps: gaps(&[head - 3_610, head - 3_605]),
     };
-    for (name, from) in [
-        ("a minute behind", Cursor::at(head - 60)),
-        ("an hour behind with gaps", hour_behind),
-        ("from the start", Cursor::at(0)),
+    // From the start, the range of seqs is the whole outbox: the rows must come from the
+    // indexes over (list, seq).
+    let by_list: &[&str] = &["idx_outbox_list_seq", "idx_outbox_previous_list_seq"];
+    for (name, from, uses) in [
+        ("a minute behind", Cursor::at(head - 60), &[][..]),
+        ("an hour behind with gaps", hour_behind, &[]),
+        ("from the start", Cursor::at(0), by_list),
     ] {
         for lists in [&lists[..1], &lists[..]] {
             let after = from.first_uncovered() - 1;
@@ -313,6 +412,7 @@ fn statements(backend: DbBackend, start: DateTime<Utc>) -> Vec<Explained> {
                 statement: feed::between(backend, &from, &to, lists, after, 500),
                 reads_whole: &[],
                 in_index_order: false,
+                uses,
             });
         }
     }
