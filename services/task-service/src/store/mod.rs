@@ -13,6 +13,7 @@ pub(crate) mod outbox_entity;
 pub(crate) mod outbox_parked_entity;
 mod sea;
 mod search;
+mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -138,6 +139,8 @@ pub struct Database {
     /// whose PostgreSQL server process (or SQLite page cache) had gone cold, and each of
     /// them would prepare and plan every batch size again.
     pub batch_reader: DatabaseConnection,
+    /// SQLite's checkpointer runs while this lives (`sqlite::spawn_checkpointer`).
+    checkpoints: Option<sqlite::Alive>,
 }
 
 impl Database {
@@ -150,18 +153,30 @@ impl Database {
         statement_timeout: std::time::Duration,
     ) -> Result<Self, DbErr> {
         if is_sqlite(url) {
-            let writer = sea_orm::Database::connect(sqlite_options(url, 1)).await?;
+            let writer =
+                sea_orm::Database::connect(sqlite::options(url, 1, sqlite::Pool::Writer)).await?;
             // SQLite reads are CPU-bound in this process: more readers than about twice the
             // cores only add page caches (each connection keeps its own), i.e. memory.
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let readers = max_connections.min(u32::try_from(cores * 2).unwrap_or(u32::MAX));
-            let reader = sea_orm::Database::connect(sqlite_options(url, readers)).await?;
-            let batch_reader =
-                sea_orm::Database::connect(sqlite_options(url, batch::in_flight())).await?;
+            let reader =
+                sea_orm::Database::connect(sqlite::options(url, readers, sqlite::Pool::Reader))
+                    .await?;
+            let batch_reader = sea_orm::Database::connect(sqlite::options(
+                url,
+                batch::in_flight(),
+                sqlite::Pool::Reader,
+            ))
+            .await?;
+            let checkpointer =
+                sea_orm::Database::connect(sqlite::options(url, 1, sqlite::Pool::Reader)).await?;
+            let checkpoints = sqlite::Alive::default();
+            sqlite::spawn_checkpointer(checkpointer, std::sync::Arc::downgrade(&checkpoints));
             Ok(Self {
                 reader,
                 writer,
                 batch_reader,
+                checkpoints: Some(checkpoints),
             })
         } else {
             let mut options = ConnectOptions::new(url);
@@ -189,6 +204,7 @@ impl Database {
                 reader: pool.clone(),
                 writer: pool,
                 batch_reader,
+                checkpoints: None,
             })
         }
     }
@@ -198,6 +214,7 @@ impl Database {
     }
 
     pub async fn close(self) {
+        drop(self.checkpoints);
         let _ = self.reader.close().await;
         let _ = self.writer.close().await;
         let _ = self.batch_reader.close().await;
@@ -215,25 +232,4 @@ const PG_PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(3
 
 pub fn is_sqlite(url: &str) -> bool {
     url.starts_with("sqlite:")
-}
-
-fn sqlite_options(url: &str, max_connections: u32) -> ConnectOptions {
-    use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-    let mut options = ConnectOptions::new(url);
-    options
-        .max_connections(max_connections)
-        .min_connections(1)
-        .sqlx_logging(false)
-        // A file in this process does not hang up; the ping would only be one more
-        // round trip to the connection's worker thread for every query.
-        .test_before_acquire(false)
-        .map_sqlx_sqlite_opts(|opts| {
-            opts.create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // With WAL, NORMAL is durable across application crashes; only a power
-                // loss may drop the last commits.
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(std::time::Duration::from_secs(10))
-        });
-    options
 }
