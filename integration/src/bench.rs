@@ -94,6 +94,14 @@ impl Load {
         self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
+    /// This load and `other` as one: their calls and their time.
+    pub fn merged(mut self, other: Load) -> Load {
+        self.latencies_us.extend(other.latencies_us);
+        self.latencies_us.sort_unstable();
+        self.elapsed += other.elapsed;
+        self
+    }
+
     /// The latency below which a share `p` (0 to 1) of the calls finished, in ms.
     pub fn percentile_ms(&self, p: f64) -> f64 {
         let at = ((self.latencies_us.len() as f64 * p) as usize)

@@ -4,7 +4,9 @@
 //! 1,000,000 by default), task-service migrates a fresh database, the bench seeds it with
 //! bulk SQL (users with 100 tasks each, a hundredth of `tasks` users, plus one heavy user
 //! with a tenth of `tasks` more, over 10 lists, with tags, due times, completions and
-//! searchable words), then starts task-service again and drives the public gRPC API:
+//! searchable words), then starts task-service again on each and drives the public gRPC
+//! API of both in alternating rounds (small then large, large then small, ...), so that a
+//! machine whose speed drifts during the run (a shared one does) skews both sides alike:
 //! CreateTask, GetTask, ListTasks first page, ListTasks page 100 by keyset, the heavy
 //! user's tasks filtered by tag, due range and status, and search. Prints rate, p50 and
 //! p99 at both sizes, their ratios, task-service's peak RSS, bytes on disk per task, and
@@ -14,8 +16,8 @@
 //! draining a backlog of 10,000 and of `tasks` seeded events, through real daprd on Redis.
 //!
 //! `BENCH_SCALE_TASKS` (or the first argument), `BENCH_SCALE_SMALL` (10,000), `BENCH_SECS`
-//! (5 per operation), `BENCH_CONCURRENCY` (16), `BENCH_BACKENDS` (sqlite,postgres) and
-//! `BENCH_SCALE_PLANS` (1: PostgreSQL's plans of the heavy user's queries, via
+//! (6 per operation and size), `BENCH_ROUNDS` (6), `BENCH_CONCURRENCY` (16),
+//! `BENCH_BACKENDS` (sqlite,postgres) and `BENCH_SCALE_PLANS` (1: PostgreSQL's plans of the heavy user's queries, via
 //! auto_explain, printed after the large database's run) change the run.
 #![forbid(unsafe_code)]
 
@@ -37,7 +39,7 @@ use taskmesh_integration::services::{ServiceProcess, unlimited};
 use taskmesh_integration::sidecar::{Broker, Daprd, DaprdOptions, Resources};
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
 use taskmesh_proto::tasks::v1::{
-    CreateTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, StatusFilter,
+    CreateTaskRequest, GetTaskRequest, ListTasksRequest, ListTasksResponse, OrderBy, StatusFilter,
 };
 use taskmesh_shared::events::{TaskEvent, TaskEventData, TaskEventKind, TaskSnapshot};
 use tonic::Request;
@@ -419,10 +421,14 @@ impl Api {
         };
         match op {
             Op::Tag => request.tag = Some("t3".into()),
+            // What is due in a window, soonest first, as a calendar asks. In creation
+            // order every task of the window must be read to find the newest: their
+            // number grows with the list (a hundredth of it here).
             Op::DueRange => {
                 let minute = 60_000_000;
                 request.due_after = Some(timestamp(self.base + 10_000 * minute));
                 request.due_before = Some(timestamp(self.base + 11_000 * minute));
+                request.order_by = OrderBy::DueTime as i32;
             }
             Op::Status => request.status = StatusFilter::Completed as i32,
             Op::Search => request.query = Some("w42".into()),
@@ -593,7 +599,7 @@ impl Op {
             Op::FirstPage => "ListTasks first page (50)",
             Op::Keyset => "ListTasks page 100 (keyset, 10)",
             Op::Tag => "heavy: by tag",
-            Op::DueRange => "heavy: by due range",
+            Op::DueRange => "heavy: due range, by due",
             Op::Status => "heavy: completed",
             Op::Search => "heavy: search",
         }
@@ -611,16 +617,28 @@ struct Measured {
 
 struct Settings {
     secs: Duration,
+    rounds: u32,
     concurrency: usize,
     plans: bool,
 }
 
-async fn bench_database(
+/// One seeded database with its task-service running.
+struct Side {
+    label: &'static str,
+    url: String,
+    shape: Shape,
+    base: i64,
+    seeding: Duration,
+    bytes_per_task: f64,
+    service: ServiceProcess,
+    api: Api,
+}
+
+async fn prepare_side(
     place: &Place<'_>,
-    label: &str,
+    label: &'static str,
     tasks: usize,
-    settings: &Settings,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<Side> {
     let shape = Shape::of(tasks);
     let url = place.database(label).await?;
     let base = micros_now();
@@ -639,48 +657,98 @@ async fn bench_database(
     );
     let service = ServiceProcess::start("task-service", service_env(&url))?;
     let api = Api::connect(&service.endpoint(), shape, base).await?;
-    let mut loads = Vec::new();
+    Ok(Side {
+        label,
+        url,
+        shape,
+        base,
+        seeding,
+        bytes_per_task,
+        service,
+        api,
+    })
+}
+
+/// Both databases of a backend, each with its own task-service, measured in alternating
+/// rounds (small then large, then large then small, ...): a machine that slows down or
+/// speeds up during the run weighs on both sides alike instead of on the ratio.
+async fn bench_backend(
+    place: &Place<'_>,
+    small: usize,
+    large: usize,
+    settings: &Settings,
+) -> anyhow::Result<(Measured, Measured)> {
+    let sides = [
+        prepare_side(place, "small", small).await?,
+        prepare_side(place, "large", large).await?,
+    ];
+    let mut loads: [Vec<(Op, Option<Load>)>; 2] = [Vec::new(), Vec::new()];
+    let round = settings.secs / settings.rounds.max(1);
     for op in Op::ALL {
-        let Some(call) = api.call(op).await? else {
-            loads.push((op, None));
+        let (Some(small_call), Some(large_call)) =
+            (sides[0].api.call(op).await?, sides[1].api.call(op).await?)
+        else {
+            loads[0].push((op, None));
+            loads[1].push((op, None));
             continue;
         };
-        let op_call = move |w: usize, i: u64| call(w, i);
-        let op_call = Arc::new(op_call);
+        let calls = [small_call, large_call].map(|call| Arc::new(move |w, i| call(w, i)));
+        let mut measured: [Option<Load>; 2] = [None, None];
         // Not counted: the first second warms the service's and the database's caches.
-        drive(
-            settings.concurrency,
-            Duration::from_secs(1),
-            op_call.clone(),
-        )
-        .await?;
-        let load = drive(settings.concurrency, settings.secs, op_call).await?;
-        eprintln!(
-            "[{} {label}] {:<32} {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms",
-            place.backend().name(),
-            op.name(),
-            load.rate(),
-            load.percentile_ms(0.5),
-            load.percentile_ms(0.99)
-        );
-        loads.push((op, Some(load)));
+        for call in &calls {
+            drive(settings.concurrency, Duration::from_secs(1), call.clone()).await?;
+        }
+        for r in 0..settings.rounds.max(1) {
+            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                let load = drive(settings.concurrency, round, calls[side].clone()).await?;
+                measured[side] = Some(match measured[side].take() {
+                    None => load,
+                    Some(sum) => sum.merged(load),
+                });
+            }
+        }
+        for (side, load) in measured.into_iter().enumerate() {
+            if let Some(load) = &load {
+                eprintln!(
+                    "[{} {}] {:<32} {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms",
+                    place.backend().name(),
+                    sides[side].label,
+                    op.name(),
+                    load.rate(),
+                    load.percentile_ms(0.5),
+                    load.percentile_ms(0.99)
+                );
+            }
+            loads[side].push((op, load));
+        }
     }
-    let rss_mb = service.pid().map_or(0.0, peak_rss_mb);
-    drop(service);
+    let [small_side, large_side] = sides;
+    let [small_loads, large_loads] = loads;
+    let measured = |side: Side, loads| {
+        let rss_mb = side.service.pid().map_or(0.0, peak_rss_mb);
+        drop(side.service);
+        Measured {
+            tasks: side.shape.tasks(),
+            seeding: side.seeding,
+            bytes_per_task: side.bytes_per_task,
+            rss_mb,
+            loads,
+        }
+    };
+    let (large_url, shape, base) = (large_side.url.clone(), large_side.shape, large_side.base);
+    let results = (
+        measured(small_side, small_loads),
+        measured(large_side, large_loads),
+    );
     if settings.plans
         && let Place::Postgres(cluster) = place
     {
-        let (plan_service, plan_api) = api_for_plans(&url, shape, base).await?;
+        let (plan_service, plan_api) = api_for_plans(&large_url, shape, base).await?;
         print_plans(cluster, &plan_api).await?;
         drop(plan_service);
     }
-    Ok(Measured {
-        tasks: shape.tasks(),
-        seeding,
-        bytes_per_task,
-        rss_mb,
-        loads,
-    })
+    Ok(results)
 }
 
 /// A task-service whose connections log every statement's plan (auto_explain), with the
@@ -871,7 +939,8 @@ async fn main() -> anyhow::Result<()> {
     let small = env_or("BENCH_SCALE_SMALL", 10_000usize);
     let relay = args.iter().any(|a| a == "relay") || env_or("BENCH_SCALE_RELAY", 0u8) == 1;
     let settings = Settings {
-        secs: Duration::from_secs(env_or("BENCH_SECS", 5u64)),
+        secs: Duration::from_secs(env_or("BENCH_SECS", 6u64)),
+        rounds: env_or("BENCH_ROUNDS", 6u32),
         concurrency: env_or("BENCH_CONCURRENCY", 16usize),
         plans: env_or("BENCH_SCALE_PLANS", 0u8) == 1,
     };
@@ -890,15 +959,13 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     if wanted("sqlite") {
         let place = Place::Sqlite(dir.path());
-        let at_small = bench_database(&place, "small", small, &settings).await?;
-        let at_large = bench_database(&place, "large", large, &settings).await?;
+        let (at_small, at_large) = bench_backend(&place, small, large, &settings).await?;
         results.push((Backend::Sqlite, at_small, at_large));
     }
     if wanted("postgres") {
         let cluster = PgCluster::start(Durability::Full)?;
         let place = Place::Postgres(&cluster);
-        let at_small = bench_database(&place, "small", small, &settings).await?;
-        let at_large = bench_database(&place, "large", large, &settings).await?;
+        let (at_small, at_large) = bench_backend(&place, small, large, &settings).await?;
         results.push((Backend::Postgres, at_small, at_large));
     }
     let mut relay_rates = None;
