@@ -7,6 +7,7 @@ pub mod apps;
 pub mod bench;
 pub mod children;
 pub mod client;
+pub mod cpu;
 pub mod dapr_cli;
 pub mod faults;
 pub mod jwks_server;

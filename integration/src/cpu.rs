@@ -1,0 +1,114 @@
+//! CPU time of the sandbox's processes, read from Linux's `/proc`: what a bench spent per
+//! event in each process (the service, its sidecar, the broker), a figure that moves much
+//! less than rates do on a shared machine.
+
+use std::process::Command;
+
+/// Named processes whose CPU time a bench reads before and after a stretch of work.
+#[derive(Debug, Clone)]
+pub struct CpuMeter {
+    processes: Vec<(String, Option<u32>)>,
+    ticks_per_second: f64,
+}
+
+/// The CPU seconds of a meter's processes at one moment, in the meter's order.
+#[derive(Debug, Clone)]
+pub struct CpuReading(Vec<f64>);
+
+impl CpuMeter {
+    /// `processes`: a name for the table and the pid (`None` counts as 0: e.g. a process
+    /// that is not running).
+    pub fn new(processes: Vec<(String, Option<u32>)>) -> Self {
+        let ticks_per_second = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0);
+        Self {
+            processes,
+            ticks_per_second,
+        }
+    }
+
+    /// This bench's own process, under `name`.
+    pub fn this_process(name: &str) -> (String, Option<u32>) {
+        (name.to_owned(), Some(std::process::id()))
+    }
+
+    pub fn read(&self) -> CpuReading {
+        CpuReading(
+            self.processes
+                .iter()
+                .map(|(_, pid)| {
+                    pid.map_or(0.0, |pid| cpu_ticks(pid) as f64 / self.ticks_per_second)
+                })
+                .collect(),
+        )
+    }
+
+    /// Microseconds of CPU per event in each process between `before` and now.
+    pub fn per_event_us(&self, before: &CpuReading, events: f64) -> Vec<(String, f64)> {
+        let now = self.read();
+        self.processes
+            .iter()
+            .zip(now.0.iter().zip(&before.0))
+            .map(|((name, _), (now, before))| {
+                (name.clone(), (now - before) * 1e6 / events.max(1.0))
+            })
+            .collect()
+    }
+}
+
+/// `name 41 µs, name 30 µs, ...`, with the total: for a bench's table.
+pub fn describe(per_event: &[(String, f64)]) -> String {
+    let total: f64 = per_event.iter().map(|(_, us)| us).sum();
+    let parts: Vec<String> = per_event
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect();
+    format!("{} (total {total:.1}) µs/event", parts.join(", "))
+}
+
+/// User plus system ticks of `pid`, all its threads (living and ended); 0 when gone.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name may hold spaces and parentheses: fields count from its end.
+    let Some(fields) = stat.rfind(')').and_then(|end| stat.get(end + 2..)) else {
+        return 0;
+    };
+    let fields: Vec<&str> = fields.split(' ').collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    field(11) + field(12)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn counts_the_cpu_this_process_spends() {
+        let meter = CpuMeter::new(vec![CpuMeter::this_process("bench")]);
+        let before = meter.read();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let spent = meter.per_event_us(&before, 1.0);
+        // 300 ms of spinning, read at 100 ticks a second.
+        assert!(spent[0].1 >= 250_000.0, "{spent:?}");
+        assert!(spent[0].1 < 1_000_000.0, "{spent:?}");
+    }
+}
