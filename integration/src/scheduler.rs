@@ -65,6 +65,10 @@ impl Scheduler {
         Ok(me)
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// What daprd takes as `--scheduler-host-address`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
