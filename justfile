@@ -89,8 +89,10 @@ bench-api: setup
     cargo build --release -p task-service -p taskmesh-integration --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-api"
 
-# The event path through real daprd on Redis Streams and Kafka: sidecar ceiling, outbox
-# relay throughput on a 20,000 backlog, CreateTask-to-subscriber latency at 500/s.
+# The event path through real daprd on Redis Streams and Kafka: PublishEvent and
+# BulkPublishEvent ceilings (the relay's batches), the outbox relay draining a 20,000
+# backlog as a ratio to the latter, CPU per event, CreateTask-to-subscriber latency at 500/s
+# (BENCH_BROKERS, BENCH_BACKLOG, BENCH_SECS, BENCH_RATE).
 bench-events: setup
     cargo build --release -p task-service -p taskmesh-integration --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-events"
@@ -108,8 +110,9 @@ bench-scale *args: setup
     cargo build --release -p task-service -p taskmesh-integration --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-scale" "$@"
 
-# The subscriber services on Redis through real daprd: analytics events/s (new and
-# redelivered), recurring completions/s, CompleteTask-to-next-occurrence latency.
+# The subscriber services on Redis through real daprd: each one's events/s as a ratio to a
+# subscriber that does nothing (analytics and notifications new and redelivered, recurring
+# completions), CPU per event, CompleteTask-to-next-occurrence latency (BENCH_EVENTS).
 bench-consumers: setup
     cargo build --release --workspace --bins
     "${CARGO_TARGET_DIR:-target}/release/bench-consumers"
