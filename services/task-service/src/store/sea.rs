@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, Func, LikeExpr, Query, SelectStatement, UnionType,
-};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Func, LikeExpr, Query, UnionType};
 use std::sync::Arc;
 
 use sea_orm::{
@@ -618,10 +616,21 @@ pub fn list_statement(
     let direction = |descending| if descending { Order::Desc } else { Order::Asc };
     let limit = u64::from(query.page_size) + 1;
     // The key comes with the row (a rank is no column of the task), for the page token.
-    let of_list = |list: &Uuid| {
+    // The page of one list, or of several read as one (`list_id IN (...)`).
+    let page = |scope: Scope<'_>| {
+        let (in_scope, tag_in_scope) = match scope {
+            Scope::List(list) => (
+                Column::ListId.eq(list.to_string()),
+                Expr::col((TaskTags::Table, TaskTags::ListId)).eq(list.to_string()),
+            ),
+            Scope::Lists(lists) => (
+                Column::ListId.is_in(lists.iter().map(Uuid::to_string)),
+                Expr::col((TaskTags::Table, TaskTags::ListId)).equals((Entity, Column::ListId)),
+            ),
+        };
         let mut page = select
             .clone()
-            .filter(Column::ListId.eq(list.to_string()))
+            .filter(in_scope)
             // BIGINT in the row whatever the column (priority is a SMALLINT), while
             // the order stays on the column itself, which its index gives.
             .expr_as(sort_key().cast_as(Alias::new("BIGINT")), SORT_KEY)
@@ -636,39 +645,51 @@ pub fn list_statement(
                     .add(
                         Expr::col((TaskTags::Table, TaskTags::TaskId)).equals((Entity, Column::Id)),
                     )
-                    .add(Expr::col((TaskTags::Table, TaskTags::ListId)).eq(list.to_string()))
+                    .add(tag_in_scope)
                     .add(Expr::col((TaskTags::Table, TaskTags::Tag)).eq(tag)),
             );
         }
         page
     };
-    // One list: its index gives the page in order. Several: each list's page from its
-    // own index, merged; `list_id IN (...)` would read every task of every list and
-    // sort them, which for a user with 100,000 tasks is the whole table of theirs.
-    let mut per_list = lists.iter().map(of_list);
-    let Some(first) = per_list.next() else {
-        return Ok(None);
-    };
-    let statement = if lists.len() == 1 {
-        first
-    } else {
-        let wrap = |(n, member): (usize, SelectStatement)| {
-            Query::select()
-                .column(Asterisk)
-                .from_subquery(member, Alias::new(format!("l{n}")))
+    let statement = match lists {
+        [] => return Ok(None),
+        // One list: its index gives the page in order.
+        [list] => page(Scope::List(list)),
+        // A search's matches come from one index over every task (GIN, FTS5) whatever
+        // the lists: read once for all of them, not once per list.
+        _ if search.is_some() => page(Scope::Lists(lists)),
+        // Several: each list's page from its own index, merged; `list_id IN (...)` would
+        // read every task of every list and sort them, which for a user with 100,000
+        // tasks is the whole table of theirs.
+        _ => {
+            let wrap = |(n, list): (usize, &Uuid)| {
+                Query::select()
+                    .column(Asterisk)
+                    .from_subquery(page(Scope::List(list)), Alias::new(format!("l{n}")))
+                    .to_owned()
+            };
+            let mut members = lists.iter().enumerate().map(wrap);
+            let mut union = members
+                .next()
+                .ok_or_else(|| ApiError::internal("no lists"))?;
+            for member in members {
+                union.union(UnionType::All, member);
+            }
+            union
+                .order_by(Alias::new(SORT_KEY), direction(key_descending))
+                .order_by(Column::Id, direction(id_descending))
+                .limit(limit)
                 .to_owned()
-        };
-        let mut union = wrap((0, first));
-        for member in per_list.enumerate().map(|(n, m)| wrap((n + 1, m))) {
-            union.union(UnionType::All, member);
         }
-        union
-            .order_by(Alias::new(SORT_KEY), direction(key_descending))
-            .order_by(Column::Id, direction(id_descending))
-            .limit(limit)
-            .to_owned()
     };
     Ok(Some(backend.build(&statement)))
+}
+
+/// Which lists a listing statement reads.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    List(&'a Uuid),
+    Lists(&'a [Uuid]),
 }
 
 /// A task's tags, one row each, kept by triggers (`migration_filters`).
