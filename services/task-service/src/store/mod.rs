@@ -155,10 +155,11 @@ impl Database {
         if is_sqlite(url) {
             let writer =
                 sea_orm::Database::connect(sqlite::options(url, 1, sqlite::Pool::Writer)).await?;
-            // SQLite reads are CPU-bound in this process: more readers than about twice the
-            // cores only add page caches (each connection keeps its own), i.e. memory.
+            // SQLite reads are CPU-bound in this process: more readers than cores only add
+            // page caches (each connection keeps its own), i.e. memory; fewer, larger
+            // caches keep more of what the reads share (the upper levels of each b-tree).
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let readers = max_connections.min(u32::try_from(cores * 2).unwrap_or(u32::MAX));
+            let readers = max_connections.min(u32::try_from(cores).unwrap_or(u32::MAX));
             let reader =
                 sea_orm::Database::connect(sqlite::options(url, readers, sqlite::Pool::Reader))
                     .await?;
@@ -169,7 +170,8 @@ impl Database {
             ))
             .await?;
             let checkpointer =
-                sea_orm::Database::connect(sqlite::options(url, 1, sqlite::Pool::Reader)).await?;
+                sea_orm::Database::connect(sqlite::options(url, 1, sqlite::Pool::Checkpointer))
+                    .await?;
             let checkpoints = sqlite::Alive::default();
             sqlite::spawn_checkpointer(checkpointer, std::sync::Arc::downgrade(&checkpoints));
             Ok(Self {
