@@ -62,7 +62,9 @@ const WORDS: usize = 100;
 const WALK_PAGE: i32 = 10;
 const PAGE: i32 = 50;
 /// Due times spread over this many minutes from seeding; the due-range filter asks for
-/// the 1,000 minutes from minute 10,000, a hundredth of them.
+/// the 10,000 minutes from minute 10,000, a tenth of them: a full page at both sizes (a
+/// hundredth gave 10 tasks at 10,000 and 50 at 1,000,000, so the sizes differed in what
+/// they answered, not only in what they searched).
 const DUE_SPREAD_MINUTES: i64 = 100_000;
 /// task-service's own copy: `task_service::lists::default_list_id` (whose test pins it).
 const DEFAULT_LIST_NAMESPACE: Uuid = Uuid::from_u128(0x7a5c_6e2e_5b1d_4f0a_9c37_0e9b_1f64_d2a1);
@@ -427,7 +429,7 @@ impl Api {
             Op::DueRange => {
                 let minute = 60_000_000;
                 request.due_after = Some(timestamp(self.base + 10_000 * minute));
-                request.due_before = Some(timestamp(self.base + 11_000 * minute));
+                request.due_before = Some(timestamp(self.base + 20_000 * minute));
                 request.order_by = OrderBy::DueTime as i32;
             }
             Op::Status => request.status = StatusFilter::Completed as i32,
