@@ -8,8 +8,8 @@ use std::sync::Arc;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    RuntimeErr, Select, SqlErr, Statement, TransactionTrait, TryIntoModel, Value,
+    FromQueryResult, IntoActiveModel, JoinType, Order, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, RuntimeErr, Select, SqlErr, Statement, TransactionTrait, TryIntoModel, Value,
 };
 use taskmesh_shared::error::ApiError;
 use taskmesh_shared::events::TaskEvent;
@@ -616,8 +616,9 @@ pub fn list_statement(
     let direction = |descending| if descending { Order::Desc } else { Order::Asc };
     let limit = u64::from(query.page_size) + 1;
     // The key comes with the row (a rank is no column of the task), for the page token.
-    // The page of one list, or of several read as one (`list_id IN (...)`).
-    let page = |scope: Scope<'_>| {
+    // The page of one list, or of several read as one (`list_id IN (...)`); with
+    // `keys_only`, only each task's id and key, which an index may give without the row.
+    let page = |scope: Scope<'_>, keys_only: bool| {
         let (in_scope, tag_in_scope) = match scope {
             Scope::List(list) => (
                 Column::ListId.eq(list.to_string()),
@@ -628,8 +629,11 @@ pub fn list_statement(
                 Expr::col((TaskTags::Table, TaskTags::ListId)).equals((Entity, Column::ListId)),
             ),
         };
-        let mut page = select
-            .clone()
+        let mut rows = select.clone();
+        if keys_only {
+            rows = rows.select_only().expr_as(id_column(), PAGE_ID);
+        }
+        let mut page = rows
             .filter(in_scope)
             // BIGINT in the row whatever the column (priority is a SMALLINT), while
             // the order stays on the column itself, which its index gives.
@@ -654,32 +658,47 @@ pub fn list_statement(
     let statement = match lists {
         [] => return Ok(None),
         // One list: its index gives the page in order.
-        [list] => page(Scope::List(list)),
+        [list] => page(Scope::List(list), false),
         // A search's matches come from one index over every task (GIN, FTS5) whatever
         // the lists: read once for all of them, not once per list.
-        _ if search.is_some() => page(Scope::Lists(lists)),
-        // Several: each list's page from its own index, merged; `list_id IN (...)` would
-        // read every task of every list and sort them, which for a user with 100,000
-        // tasks is the whole table of theirs.
+        _ if search.is_some() => page(Scope::Lists(lists), false),
+        // Several: each list's page of keys from its own index, merged, and then the rows
+        // of the one page kept. `list_id IN (...)` would read every task of every list and
+        // sort them, which for a user with 100,000 tasks is the whole table of theirs; a
+        // union of whole rows reads a page of rows per list to keep one page (SQLite
+        // reads every member of a union in full, each row two b-tree searches deep).
         _ => {
             let wrap = |(n, list): (usize, &Uuid)| {
                 Query::select()
                     .column(Asterisk)
-                    .from_subquery(page(Scope::List(list)), Alias::new(format!("l{n}")))
+                    .from_subquery(page(Scope::List(list), true), Alias::new(format!("l{n}")))
                     .to_owned()
             };
             let mut members = lists.iter().enumerate().map(wrap);
-            let mut union = members
+            let mut keys = members
                 .next()
                 .ok_or_else(|| ApiError::internal("no lists"))?;
             for member in members {
-                union.union(UnionType::All, member);
+                keys.union(UnionType::All, member);
             }
-            union
+            let keys = keys
                 .order_by(Alias::new(SORT_KEY), direction(key_descending))
-                .order_by(Column::Id, direction(id_descending))
+                .order_by(Alias::new(PAGE_ID), direction(id_descending))
                 .limit(limit)
-                .to_owned()
+                .to_owned();
+            let page_column = |column: &str| Expr::col((Alias::new(PAGE), Alias::new(column)));
+            let mut rows = Entity::find()
+                .expr_as(page_column(SORT_KEY), SORT_KEY)
+                .into_query();
+            rows.join_subquery(
+                JoinType::InnerJoin,
+                keys,
+                Alias::new(PAGE),
+                page_column(PAGE_ID).equals((Entity, Column::Id)),
+            )
+            .order_by_expr(page_column(SORT_KEY), direction(key_descending))
+            .order_by_expr(page_column(PAGE_ID), direction(id_descending));
+            rows
         }
     };
     Ok(Some(backend.build(&statement)))
@@ -704,6 +723,10 @@ enum TaskTags {
 
 /// The sort key's column in a listing (`Keyed`).
 const SORT_KEY: &str = "sort_key";
+
+/// A listing across lists: the page of keys, and its tasks' ids.
+const PAGE: &str = "page";
+const PAGE_ID: &str = "page_id";
 
 /// A task row with the key it was ordered by.
 struct Keyed {
