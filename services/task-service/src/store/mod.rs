@@ -156,8 +156,7 @@ impl Database {
             let writer =
                 sea_orm::Database::connect(sqlite::options(url, 1, sqlite::Pool::Writer)).await?;
             // SQLite reads are CPU-bound in this process: more readers than cores only add
-            // page caches (each connection keeps its own), i.e. memory; fewer, larger
-            // caches keep more of what the reads share (the upper levels of each b-tree).
+            // page caches (each connection keeps its own), i.e. memory.
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let readers = max_connections.min(u32::try_from(cores).unwrap_or(u32::MAX));
             let reader =
