@@ -19,15 +19,9 @@ impl CpuMeter {
     /// `processes`: a name for the table and the pid (`None` counts as 0: e.g. a process
     /// that is not running).
     pub fn new(processes: Vec<(String, Option<u32>)>) -> Self {
-        let ticks_per_second = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-            .unwrap_or(100.0);
         Self {
             processes,
-            ticks_per_second,
+            ticks_per_second: ticks_per_second(),
         }
     }
 
@@ -70,24 +64,30 @@ pub fn describe(per_event: &[(String, f64)]) -> String {
     format!("{} (total {total:.1}) µs/event", parts.join(", "))
 }
 
-/// User plus system ticks of `pid`, all its threads (living and ended); 0 when gone.
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
+/// The kernel's clock ticks per second, the unit of `/proc`'s CPU times.
+pub fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `pid`'s parent and its user plus system ticks, all its threads (living and ended);
+/// `None` when it is gone.
+pub fn stat(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields count from its end.
-    let Some(fields) = stat.rfind(')').and_then(|end| stat.get(end + 2..)) else {
-        return 0;
-    };
-    let fields: Vec<&str> = fields.split(' ').collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    field(11) + field(12)
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // ppid is field 4 of the line, utime and stime 14 and 15: 1, 11 and 12 after the name.
+    let parent = u32::try_from(field(1)?).ok()?;
+    Some((parent, field(11)? + field(12)?))
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    stat(pid).map_or(0, |(_, ticks)| ticks)
 }
 
 #[cfg(test)]

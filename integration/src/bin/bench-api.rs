@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use taskmesh_integration::cpu;
 use taskmesh_integration::postgres::{self, Durability, PgCluster};
 use taskmesh_integration::services::ServiceProcess;
 use taskmesh_proto::tasks::v1::task_service_client::TaskServiceClient;
@@ -121,16 +122,10 @@ struct CpuMeter {
 
 impl CpuMeter {
     fn new(service: u32, database: Option<u32>) -> Self {
-        let ticks_per_second = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-            .unwrap_or(100.0);
         Self {
             service,
             database,
-            ticks_per_second,
+            ticks_per_second: cpu::ticks_per_second(),
         }
     }
 
@@ -177,13 +172,8 @@ fn process_table() -> Vec<(u32, u32, u64)> {
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name may hold spaces and parentheses: fields count from its end.
-            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-            let parent = fields.get(1)?.parse().ok()?;
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some((pid, parent, utime + stime))
+            let (parent, ticks) = cpu::stat(pid)?;
+            Some((pid, parent, ticks))
         })
         .collect()
 }
