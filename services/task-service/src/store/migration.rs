@@ -22,6 +22,20 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Runs SQL written out for the backend at hand, in order: what sea-query does not build
+/// (triggers, full-text tables, partial and GIN indexes).
+pub(super) async fn run_sql<S: AsRef<str>>(
+    manager: &SchemaManager<'_>,
+    statements: impl IntoIterator<Item = S>,
+) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::ConnectionTrait;
+    let db = manager.get_connection();
+    for statement in statements {
+        db.execute_unprepared(statement.as_ref()).await?;
+    }
+    Ok(())
+}
+
 #[derive(DeriveIden)]
 enum Tasks {
     Table,

@@ -12,7 +12,9 @@
 //!   one over the completed: ListTasks `status = OPEN | COMPLETED` in its default order.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::sea_orm::DbBackend;
+
+use super::migration::run_sql;
 
 pub struct Migration;
 
@@ -118,18 +120,6 @@ fn sqlite_down() -> Vec<String> {
         .collect()
 }
 
-async fn run(manager: &SchemaManager<'_>, statements: &[String]) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    for statement in statements {
-        db.execute_unprepared(statement).await?;
-    }
-    Ok(())
-}
-
-fn common(statements: &[&str]) -> Vec<String> {
-    statements.iter().map(|sql| (*sql).to_owned()).collect()
-}
-
 // `MigrationTrait` is declared with an elided `SchemaManager` lifetime; naming it here
 // breaks the async-trait signature match (as in `migration`).
 #[allow(elided_lifetimes_in_paths)]
@@ -141,8 +131,8 @@ impl MigrationTrait for Migration {
             DbBackend::Sqlite => sqlite_up(),
             other => return Err(DbErr::Migration(format!("no tag index for {other:?}"))),
         };
-        run(manager, &common(&COMMON_UP)).await?;
-        run(manager, &triggers).await
+        run_sql(manager, COMMON_UP).await?;
+        run_sql(manager, triggers).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -151,7 +141,7 @@ impl MigrationTrait for Migration {
             DbBackend::Sqlite => sqlite_down(),
             other => return Err(DbErr::Migration(format!("no tag index for {other:?}"))),
         };
-        run(manager, &triggers).await?;
-        run(manager, &common(&COMMON_DOWN)).await
+        run_sql(manager, triggers).await?;
+        run_sql(manager, COMMON_DOWN).await
     }
 }

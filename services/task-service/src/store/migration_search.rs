@@ -17,8 +17,9 @@
 //! configuration does, so that "café" and "cafe" are as different on SQLite as there.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::sea_orm::DbBackend;
 
+use super::migration::run_sql;
 use super::search::{FTS_TABLE, PG_COLUMN, PG_CONFIG};
 
 pub struct Migration;
@@ -97,14 +98,6 @@ fn sqlite_down() -> Vec<String> {
     statements
 }
 
-async fn run(manager: &SchemaManager<'_>, statements: Vec<String>) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    for statement in statements {
-        db.execute_unprepared(&statement).await?;
-    }
-    Ok(())
-}
-
 // `MigrationTrait` is declared with an elided `SchemaManager` lifetime; naming it here
 // breaks the async-trait signature match (as in `migration`).
 #[allow(elided_lifetimes_in_paths)]
@@ -116,7 +109,7 @@ impl MigrationTrait for Migration {
             DbBackend::Sqlite => sqlite_up(),
             other => return Err(DbErr::Migration(format!("no search index for {other:?}"))),
         };
-        run(manager, statements).await
+        run_sql(manager, statements).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -125,6 +118,6 @@ impl MigrationTrait for Migration {
             DbBackend::Sqlite => sqlite_down(),
             other => return Err(DbErr::Migration(format!("no search index for {other:?}"))),
         };
-        run(manager, statements).await
+        run_sql(manager, statements).await
     }
 }

@@ -10,7 +10,8 @@
 //!   task left is partial, over the few changes that moved a task.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
+
+use super::migration::run_sql;
 
 pub struct Migration;
 
@@ -36,26 +37,16 @@ const DOWN: [&str; 3] = [
     "DROP TABLE IF EXISTS outbox_horizon",
 ];
 
-async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    let backend = db.get_database_backend();
-    for sql in statements {
-        db.execute_raw(Statement::from_string(backend, *sql))
-            .await?;
-    }
-    Ok(())
-}
-
 // `MigrationTrait` is declared with an elided `SchemaManager` lifetime; naming it here
 // breaks the async-trait signature match.
 #[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &UP).await
+        run_sql(manager, UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &DOWN).await
+        run_sql(manager, DOWN).await
     }
 }
