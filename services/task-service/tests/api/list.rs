@@ -248,10 +248,10 @@ async fn tag_and_status_filters_follow_every_change(backend: Backend) {
     }
     // The listings read through a client of their own while `alice` writes.
     let reader = alice.clone();
-    let by = |tag: &str, status: StatusFilter, order: OrderBy, descending: bool| {
+    let listed = |tag: Option<&str>, status: StatusFilter, order: OrderBy, descending: bool| {
         let mut client = reader.clone();
         let request = ListTasksRequest {
-            tag: Some(tag.into()),
+            tag: tag.map(Into::into),
             status: status as i32,
             order_by: order as i32,
             descending,
@@ -260,6 +260,7 @@ async fn tag_and_status_filters_follow_every_change(backend: Backend) {
         };
         async move { titles(&list_all(&mut client, request).await).join(" ") }
     };
+    let by = |tag, status, order, descending| listed(Some(tag), status, order, descending);
     let red = |descending| by("red", StatusFilter::All, OrderBy::CreateTime, descending);
     assert_eq!(red(false).await, "t0 t1 t3 t4 t6");
     assert_eq!(red(true).await, "t6 t4 t3 t1 t0");
@@ -327,16 +328,7 @@ async fn tag_and_status_filters_follow_every_change(backend: Backend) {
         by("red", StatusFilter::Open, OrderBy::CreateTime, false).await,
         "t3"
     );
-    let status = |status: StatusFilter, descending| {
-        let mut client = reader.clone();
-        let request = ListTasksRequest {
-            status: status as i32,
-            descending,
-            page_size: 2,
-            ..Default::default()
-        };
-        async move { titles(&list_all(&mut client, request).await).join(" ") }
-    };
+    let status = |status, descending| listed(None, status, OrderBy::CreateTime, descending);
     assert_eq!(status(StatusFilter::Open, false).await, "t1 t2 t3 t5");
     assert_eq!(status(StatusFilter::Completed, true).await, "t4 t0");
     alice
