@@ -566,7 +566,7 @@ pub fn list_statement(
     if let Some(search) = &search {
         select = search.restrict(select, rank.is_some());
     }
-    // A tag is found in `task_tags`, joined per list (`of_list`). In creation order the
+    // A tag is found in `task_tags`, joined to each page (`page`). In creation order the
     // page comes from its index, led by list and tag, so the key and the id are its
     // columns (the same values as the task's): the planners order by an index of the
     // table they read first, not by another table's equal column.
